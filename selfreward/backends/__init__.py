@@ -1,0 +1,28 @@
+"""Generation engines behind one small Protocol: transformers (hf.py) and vLLM (vllm.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class Judgment:
+    raw: str
+    expected: float  # probability-weighted score token; NaN when the output did not parse
+    sampled: float  # the score token actually decoded; NaN when the output did not parse
+
+
+class Backend(Protocol):
+    def generate(
+        self, prompts: list[str], n: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int
+    ) -> list[list[str]]:
+        """n completions per already-formatted prompt (temperature 0 = greedy)."""
+
+    def judge(
+        self, prompts: list[str], regex: str, scores: list[int], temperature: float, max_new_tokens: int, seed: int
+    ) -> list[Judgment]:
+        """One constrained judgment per formatted judge prompt."""
+
+    def logprob(self, prompts: list[str], completions: list[str]) -> list[tuple[float, float]]:
+        """(mean token log-prob, mean token entropy) of each completion under the policy."""

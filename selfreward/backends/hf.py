@@ -1,0 +1,193 @@
+"""The transformers backend: model loading, batched sampling, Outlines-constrained judging, log-probs."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from selfreward.backends import Judgment
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: str = "auto",
+         gguf_file: str | None = None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a local directory or hub id (safetensors only)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:  # auto: bf16 on GPUs; fp32 on CPU, where bf16 autocast is applied per stage
+        torch_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    kw = {"trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+    if not (Path(path).is_dir() or "/" in path):
+        raise FileNotFoundError(f"model.path={path!r} is neither a local directory nor a hub id (owner/name)")
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    if init == "random":
+        config = AutoConfig.from_pretrained(path, **kw)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=not gguf_file, **kw)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(dev).eval(), tokenizer
+
+
+def context_length(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+
+
+class HFBackend:
+    """transformers generate, batched with left padding; Outlines constrains the judge."""
+
+    def __init__(self, model, tokenizer, progress: bool = True):
+        self.model, self.tokenizer, self.progress = model, tokenizer, progress
+        self._outlines = None
+        self._processors: dict[str, object] = {}
+        self._score_map: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def set_model(self, model) -> None:
+        """Swap in the next iteration's policy; constraint indexes depend only on the tokenizer and stay cached."""
+        self.model = model
+        if self._outlines is not None:
+            self._outlines.model = model
+
+    def _batches(self, prompts: list[str], per_batch: int, desc: str):
+        """Index batches of prompts of similar length (less padding), in a fixed order."""
+        lengths = [len(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        chunks = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+        return tqdm(chunks, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+
+    def _encode(self, texts: list[str]):
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _gen_kwargs(self, temperature: float, top_p: float, top_k: int, max_new_tokens: int) -> dict:
+        kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                  eos_token_id=self.tokenizer.eos_token_id)
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    @torch.inference_mode()
+    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
+        """n completions per prompt; `self.last_seeds[i]` is the torch seed prompt i was sampled under."""
+        out: list[list[str]] = [[] for _ in prompts]
+        self.last_seeds = [seed] * len(prompts)
+        kw = self._gen_kwargs(temperature, top_p, top_k, max_new_tokens)
+        for b, idx in enumerate(self._batches(prompts, max(1, batch_size // n), desc)):
+            torch.manual_seed(seed + b)
+            enc = self._encode([prompts[i] for i in idx])
+            seqs = self.model.generate(**enc, num_return_sequences=n, **kw)
+            texts = self.tokenizer.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                out[i] = texts[j * n : (j + 1) * n]
+                self.last_seeds[i] = seed + b
+        return out
+
+    def _processor(self, regex: str):
+        """An Outlines regex logits processor (its index is built once per regex)."""
+        import outlines
+        from outlines.backends import get_regex_logits_processor
+
+        if self._outlines is None:
+            self._outlines = outlines.from_transformers(self.model, self.tokenizer)
+        if regex not in self._processors:
+            self._processors[regex] = get_regex_logits_processor(None, self._outlines, regex)
+        proc = self._processors[regex]
+        proc.reset()
+        return proc
+
+    def _score_values(self, scores: list[int], vocab_size: int) -> torch.Tensor:
+        """Per token id: the score digit the token ends with (NaN if none), for expected scoring."""
+        key = (tuple(scores), vocab_size)
+        if key not in self._score_map:
+            values = torch.full((vocab_size,), float("nan"))
+            wanted = {str(s): float(s) for s in scores}
+            for tid in range(min(vocab_size, len(self.tokenizer))):
+                text = self.tokenizer.decode([tid])
+                if text and text[-1] in wanted:
+                    values[tid] = wanted[text[-1]]
+            self._score_map[key] = values
+        return self._score_map[key]
+
+    @torch.inference_mode()
+    def judge(self, prompts, regex, scores, temperature, max_new_tokens, seed, batch_size=512, desc="judge"):
+        """Constrained judgments with the expected score read off the score token's distribution.
+
+        The score is the last token before EOS; its masked distribution (only score tokens
+        allowed there) gives sum_v p(v) * v in the same pass that decodes it.
+        """
+        full = re.compile(regex)
+        out: list[Judgment | None] = [None] * len(prompts)
+        kw = self._gen_kwargs(temperature, 1.0, 0, max_new_tokens)
+        eos = self.tokenizer.eos_token_id
+        for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
+            torch.manual_seed(seed + b)
+            enc = self._encode([prompts[i] for i in idx])
+            res = self.model.generate(**enc, logits_processor=[self._processor(regex)], output_scores=True,
+                                      return_dict_in_generate=True, **kw)
+            gen = res.sequences[:, enc["input_ids"].shape[1] :]
+            values = self._score_values(scores, res.scores[0].shape[-1]).to(gen.device)
+            texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                text = texts[j]
+                m = full.fullmatch(text)
+                if m is None:  # truncated before the regex completed
+                    out[i] = Judgment(raw=text, expected=math.nan, sampled=math.nan)
+                    continue
+                toks = gen[j].tolist()
+                last = len(toks) - 1
+                while last > 0 and toks[last] in (eos, self.tokenizer.pad_token_id):
+                    last -= 1
+                probs = torch.softmax(res.scores[last][j].float(), -1)
+                ok = ~torch.isnan(values)
+                mass = probs[ok].sum()
+                expected = float((probs[ok] * values[ok]).sum() / mass) if mass > 0 else float(text[-1])
+                out[i] = Judgment(raw=text, expected=expected, sampled=float(text[-1]))
+        return out
+
+    @torch.inference_mode()
+    def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
+        """Mean log-prob and mean entropy (nats) per completion token, teacher-forced at temperature 1."""
+        eos = self.tokenizer.eos_token
+        texts = [p + c + eos for p, c in zip(prompts, completions)]
+        n_prompt = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+        out: list[tuple[float, float]] = [(math.nan, math.nan)] * len(texts)
+        self.tokenizer.padding_side = "right"
+        try:
+            for idx in self._batches(texts, batch_size, desc):
+                enc = self._encode([texts[i] for i in idx])
+                logits = self.model(**enc).logits[:, :-1].float()
+                logp = torch.log_softmax(logits, -1)
+                tgt = enc["input_ids"][:, 1:]
+                tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+                ent = -(logp.exp() * logp).sum(-1)
+                for j, i in enumerate(idx):
+                    n = int(enc["attention_mask"][j].sum())
+                    sl = slice(n_prompt[i] - 1, n - 1)
+                    k = max(1, n - n_prompt[i])
+                    out[i] = (float(tok_lp[j, sl].sum()) / k, float(ent[j, sl].sum()) / k)
+        finally:
+            self.tokenizer.padding_side = "left"
+        return out

@@ -1,0 +1,237 @@
+"""Typed config schema (Hydra structured configs) and cross-field checks.
+
+Every field carries a one-line help. The YAML groups under `conf/` fill these
+dataclasses, so a misspelt key or a wrong type fails when Hydra composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SeedRecipe:
+    """How the built-in seed model M0 is made (its hash keys the cache)."""
+
+    hidden_size: int = _f(128, "model width")
+    layers: int = _f(4, "transformer blocks")
+    heads: int = _f(4, "attention heads")
+    intermediate_size: int = _f(512, "MLP width")
+    max_positions: int = _f(96, "context length in tokens")
+    steps: int = _f(900, "optimiser steps in phase 1 (synthetic data)")
+    self_steps: int = _f(300, "steps in phase 2 (judge data from the seed's own samples)")
+    batch_size: int = _f(128, "sequences per step")
+    lr: float = _f(2e-3, "peak learning rate (cosine decay)")
+    gen_fraction: float = _f(0.35, "share of instruction (generation) rows in phase-1 batches")
+    verdict_weight: float = _f(5.0, "loss weight of the judge's score token")
+    judge_template: str = _f("equation_check.jinja", "judge rubric the seed learns (file in prompts/)")
+    report_prompts: int = _f(200, "held-out-space prompts for the seed's quality report")
+    seed: int = _f(0, "training seed")
+
+
+@dataclass
+class ModelConfig:
+    path: str = _f("builtin", "'builtin' (the project's seed), a local HF model directory, or a hub id")
+    init: str = _f("pretrained", "pretrained | random (same architecture, random weights)")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 (auto: bf16 on GPU, fp32 on CPU)")
+    gguf_file: str | None = _f(None, "GGUF file name inside model.path, loaded by transformers")
+    trust_remote_code: bool = _f(False, "allow model code from the model directory")
+    seed: SeedRecipe = field(default_factory=SeedRecipe, metadata={"help": "built-in seed recipe"})
+
+
+@dataclass
+class DataConfig:
+    task: str = _f("equation", "built-in task used when no prompt file is given")
+    train_prompts: str | None = _f(None, "JSONL of training prompts (prompt, optional id/answer)")
+    eval_prompts: str | None = _f(None, "JSONL of held-out evaluation prompts")
+    n_train: int = _f(4096, "size of the built-in training pool")
+    n_eval: int = _f(200, "size of the built-in held-out evaluation set")
+    prompts_per_iteration: int = _f(256, "fresh slice of the training pool per iteration (0 = all)")
+    seed: int = _f(1234, "seed of the built-in prompt pool")
+    max_reject_fraction: float = _f(0.2, "stop before any compute if more of a prompt file is rejected")
+
+
+@dataclass
+class SamplingConfig:
+    k: int = _f(8, "candidates per prompt")
+    temperature: float = _f(1.0, "sampling temperature")
+    top_p: float = _f(0.95, "nucleus sampling mass")
+    top_k: int = _f(0, "top-k filter (0 = off; transformers 5 defaults to 50 otherwise)")
+    max_new_tokens: int = _f(8, "response length budget in tokens")
+    batch_size: int = _f(512, "sequences per generate call")
+    system_prompt: str | None = _f(None, "optional system message for chat templates")
+    few_shot: str | None = _f(None, "text put before each prompt (base models)")
+
+
+@dataclass
+class JudgeConfig:
+    template: str = _f("equation_check.jinja", "Jinja rubric: a file in prompts/ or any path")
+    reasoning_regex: str = _f(
+        r"[0-9]{1,2}\*[0-9]{1,4}=[0-9]{1,5};[0-9]{1,5}\+[0-9]{1,3}=[0-9]{3,5}\|[0-9]{3,5}",
+        "regex of the judge's worked check before the score ('' = score only)",
+    )
+    score_prefix: str = _f(":", "literal text between the reasoning and the score")
+    scores: list[int] = _f([1, 2, 3, 4, 5], "allowed score values (enforced by Outlines)")
+    scoring: str = _f("expected", "expected (probability-weighted score token) | sampled (the decoded token)")
+    n: int = _f(1, "judge samples per candidate, averaged")
+    temperature: float = _f(0.0, "judge sampling temperature (0 = greedy)")
+    max_new_tokens: int = _f(40, "judge output budget in tokens")
+    batch_size: int = _f(512, "judgments per generate call")
+    accept: float = _f(3.0, "score at or above which a judgment counts as 'correct' for agreement")
+
+
+@dataclass
+class SelectionConfig:
+    strategy: str = _f("judge", "judge | random | majority | logprob")
+    top_k: int = _f(1, "winners kept per prompt")
+    threshold: float | None = _f(3.0, "minimum score to keep a candidate (None = keep the best always)")
+    min_margin: float = _f(0.0, "skip prompts whose best-minus-worst score is below this (saturated)")
+    tie_break: str = _f("shortest", "shortest | first: order among equal scores")
+    pair_margin: float = _f(1.0, "write a chosen/rejected pair when best minus worst score is at least this")
+    seed: int = _f(0, "seed of the random control")
+
+
+@dataclass
+class LoraConfig:
+    r: int = _f(8, "LoRA rank")
+    alpha: int = _f(16, "LoRA alpha")
+    dropout: float = _f(0.0, "LoRA dropout")
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get adapters")
+
+
+@dataclass
+class TrainConfig:
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "adapter shape"})
+    lr: float = _f(3e-4, "learning rate")
+    steps: int = _f(60, "optimiser steps per iteration")
+    batch_size: int = _f(32, "sequences per step")
+    replay_fraction: float = _f(0.3, "share of each batch drawn from the seed's own instruction data")
+    start_from: str = _f("previous", "previous | seed: the model each iteration's training starts from")
+    data: str = _f("current", "current | accumulate: this iteration's winners only, or all so far")
+    merge: bool = _f(True, "merge the adapter into the weights for the next iteration")
+    max_grad_norm: float = _f(1.0, "gradient clipping")
+    max_bad_steps: int = _f(5, "abort the iteration after this many non-finite losses in a row")
+    seed: int = _f(0, "training seed")
+
+
+@dataclass
+class EvalConfig:
+    k: int = _f(4, "samples per held-out prompt for sampled accuracy")
+    temperature: float = _f(1.0, "sampling temperature for sampled accuracy")
+    top_p: float = _f(0.95, "nucleus mass for sampled accuracy")
+    judge: bool = _f(True, "also judge the held-out samples (agreement, AUC)")
+
+
+@dataclass
+class TrackingConfig:
+    mode: str = _f("offline", "offline | online | disabled (W&B)")
+    project: str = _f("selfreward", "W&B project")
+    group: str | None = _f(None, "W&B group (sweeps: set to the sweep name)")
+    name: str | None = _f(None, "W&B run name")
+    table_rows: int = _f(8, "example prompts logged per iteration")
+
+
+@dataclass
+class Config:
+    iterations: int = _f(3, "training rounds after the seed")
+    seed: int = _f(0, "global seed")
+    backend: str = _f("hf", "hf (transformers) | vllm")
+    device: str = _f("auto", "auto | cpu | cuda")
+    dry_run: bool = _f(False, "validate the config, print the plan, and exit")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register() -> None:
+    """Register the schema so `conf/config.yaml` can extend it."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, with a hint on how to fix it."""
+
+
+_CHOICES = {
+    "model.init": ("pretrained", "random"),
+    "model.dtype": ("auto", "float32", "bfloat16"),
+    "backend": ("hf", "vllm"),
+    "judge.scoring": ("expected", "sampled"),
+    "selection.strategy": ("judge", "random", "majority", "logprob"),
+    "selection.tie_break": ("shortest", "first"),
+    "train.start_from": ("previous", "seed"),
+    "train.data": ("current", "accumulate"),
+    "tracking.mode": ("offline", "online", "disabled"),
+}
+
+
+def check(cfg: Any) -> None:
+    """Cross-field checks that need no model; raise ConfigError with a fix."""
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    s, sel, j = cfg.sampling, cfg.selection, cfg.judge
+    if cfg.iterations < 0:
+        raise ConfigError("iterations must be >= 0")
+    if s.k < 1:
+        raise ConfigError(f"sampling.k={s.k} must be >= 1")
+    if not 0.0 < s.top_p <= 1.0:
+        raise ConfigError(f"sampling.top_p={s.top_p} must be in (0, 1]")
+    if s.temperature <= 0:
+        raise ConfigError(f"sampling.temperature={s.temperature} must be > 0 (greedy is measured in eval)")
+    if sel.top_k > s.k:
+        raise ConfigError(
+            f"selection.top_k={sel.top_k} exceeds sampling.k={s.k}: raise sampling.k or lower selection.top_k"
+        )
+    if sel.top_k < 1:
+        raise ConfigError("selection.top_k must be >= 1")
+    if not j.scores or len(set(j.scores)) != len(j.scores):
+        raise ConfigError(f"judge.scores={list(j.scores)} must be distinct values")
+    if any(not 0 <= v <= 9 for v in j.scores):
+        raise ConfigError("judge.scores must be single digits 0-9 (one token each, enforced by the regex)")
+    if j.n < 1:
+        raise ConfigError("judge.n must be >= 1")
+    if j.n > 1 and j.temperature <= 0:
+        raise ConfigError("judge.n > 1 averages samples: set judge.temperature > 0")
+    if not 0.0 <= cfg.train.replay_fraction < 1.0:
+        raise ConfigError("train.replay_fraction must be in [0, 1)")
+    if cfg.data.prompts_per_iteration < 0:
+        raise ConfigError("data.prompts_per_iteration must be >= 0")
+
+
+def check_context(cfg: Any, prompt_tokens: int, judge_tokens: int, context: int) -> None:
+    """Prompt plus generation budget must fit the model's context."""
+    need = prompt_tokens + cfg.sampling.max_new_tokens
+    if need > context:
+        raise ConfigError(
+            f"longest prompt ({prompt_tokens} tokens) + sampling.max_new_tokens ({cfg.sampling.max_new_tokens}) "
+            f"= {need} exceeds the model context ({context}): shorten prompts or lower sampling.max_new_tokens"
+        )
+    need = judge_tokens + cfg.judge.max_new_tokens
+    if need > context:
+        raise ConfigError(
+            f"longest judge prompt ({judge_tokens} tokens) + judge.max_new_tokens ({cfg.judge.max_new_tokens}) "
+            f"= {need} exceeds the model context ({context}): use a shorter judge.template or budget"
+        )
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,0 +1,128 @@
+"""Prompt sources (built-in task or JSONL files), validation with quarantine, per-iteration slices."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from selfreward.artifacts import write_jsonl
+from selfreward.tasks.equation import EquationTask, pool
+
+
+class DataError(ValueError):
+    """A prompt file that cannot be used, named with where it failed."""
+
+
+def builtin(cfg) -> tuple[list[dict], list[dict]]:
+    """(training pool, held-out evaluation set) of the built-in task; disjoint by construction."""
+    if cfg.task != "equation":
+        raise DataError(f"data.task={cfg.task!r}: the built-in task is 'equation' (or give data.train_prompts)")
+    task = EquationTask()
+    return pool(task, cfg.n_train, cfg.seed, evaluation=False), pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
+
+
+def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
+    """Good rows and rejected rows (with line number and reason) of a JSONL prompt file.
+
+    `fits(prompt) -> str | None` returns a reason when a prompt does not fit the model's context.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"prompt file not found: {p}")
+    good, bad, seen = [], [], set()
+    raw = p.read_bytes()
+    lines = raw.split(b"\n")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+
+        def reject(reason: str) -> None:
+            bad.append({"file": str(p), "line": n, "reason": reason, "text": line[:200].decode("utf-8", "replace")})
+
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            reject(f"not UTF-8 ({e.reason} at byte {e.start})")
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            truncated = n == len(lines) and not raw.endswith(b"\n")
+            reject(("truncated last line: " if truncated else "malformed JSON: ") + e.msg)
+            continue
+        if not isinstance(row, dict) or "prompt" not in row:
+            reject("no 'prompt' field")
+            continue
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            reject("empty prompt")
+            continue
+        rid = str(row.get("id", f"{p.stem}-{n}"))
+        if rid in seen:
+            reject(f"duplicate id {rid!r}")
+            continue
+        if fits is not None and (why := fits(row["prompt"])):
+            reject(why)
+            continue
+        seen.add(rid)
+        out = {"id": rid, "prompt": row["prompt"]}
+        if row.get("answer") is not None:
+            out["answer"] = str(row["answer"])
+        good.append(out)
+    if not good and bad:
+        raise DataError(f"{p}: no usable rows; first problem at line {bad[0]['line']}: {bad[0]['reason']}")
+    return good, bad
+
+
+def load(cfg, run_dir: Path, fits=None) -> tuple[list[dict], list[dict], dict]:
+    """Training pool and evaluation prompts; rejected rows go to RUN/rejected.jsonl."""
+    train, evals = builtin(cfg) if not (cfg.train_prompts and cfg.eval_prompts) else ([], [])
+    if fits is not None and train:
+        longest = max(train + evals, key=lambda r: len(r["prompt"]))["prompt"]
+        if why := fits(longest):
+            from selfreward.config import ConfigError
+
+            raise ConfigError(f"built-in prompt {longest!r}: {why}")
+    rejected: list[dict] = []
+    for name in ("train_prompts", "eval_prompts"):
+        path = getattr(cfg, name)
+        if not path:
+            continue
+        rows, bad = read_prompts(path, fits)
+        total = len(rows) + len(bad)
+        if total and len(bad) / total > cfg.max_reject_fraction:
+            first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
+            raise DataError(
+                f"data.{name}={path}: {len(bad)} of {total} rows rejected (over data.max_reject_fraction="
+                f"{cfg.max_reject_fraction}); first: {first}"
+            )
+        rejected += bad
+        if name == "train_prompts":
+            train = rows
+        else:
+            evals = rows
+    if rejected:
+        write_jsonl(Path(run_dir) / "rejected.jsonl", rejected)
+    train, overlap = decontaminate(train, evals)
+    return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
+                          "data/rejected": len(rejected), "contamination/exact_overlap": overlap}
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def decontaminate(train: list[dict], evals: list[dict]) -> tuple[list[dict], int]:
+    """Drop training prompts that equal an evaluation prompt after normalisation."""
+    held = {_norm(r["prompt"]) for r in evals}
+    kept = [r for r in train if _norm(r["prompt"]) not in held]
+    return kept, len(train) - len(kept)
+
+
+def for_iteration(train: list[dict], iteration: int, n: int) -> list[dict]:
+    """The iteration's prompts: a fresh slice of the pool each round (wrapping around), or all when n=0."""
+    if n <= 0 or n >= len(train):
+        return train
+    start = ((iteration - 1) * n) % len(train)
+    picked = train[start : start + n]
+    return picked + train[: n - len(picked)]

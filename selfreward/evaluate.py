@@ -1,0 +1,34 @@
+"""Evaluation stage: held-out prompts, never trained on. The verifier measures; it never selects."""
+
+from __future__ import annotations
+
+from selfreward.judge import judge
+from selfreward.metrics import judge_report, mean
+from selfreward.prompting import chat
+from selfreward.verifier import extract_answer, is_correct
+
+
+def evaluate(backend, prompts: list[dict], cfg, seed: int) -> tuple[dict, list[dict]]:
+    """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them."""
+    s = cfg.sampling
+    inputs = [chat(backend.tokenizer, p["prompt"], s.system_prompt, s.few_shot) for p in prompts]
+    greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, seed, batch_size=s.batch_size, desc="eval greedy")
+    sampled = backend.generate(inputs, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, s.top_k, s.max_new_tokens,
+                               seed + 1, batch_size=s.batch_size, desc="eval sample")
+    rows = [
+        {"prompt_id": p["id"], "prompt": p["prompt"], "cand_idx": j, "text": t, "answer": p.get("answer"),
+         "final": extract_answer(t), "correct": is_correct(t, p.get("answer")), "greedy": g[0],
+         "greedy_correct": is_correct(g[0], p.get("answer"))}
+        for p, texts, g in zip(prompts, sampled, greedy) for j, t in enumerate(texts)
+    ]
+    metrics = {
+        "eval/accuracy": mean(float(r["correct"]) for r in rows if r["correct"] is not None),
+        "eval/greedy_accuracy": mean(float(r["greedy_correct"]) for r in rows if r["cand_idx"] == 0 and r["greedy_correct"] is not None),
+        "eval/mean_length": mean(len(r["text"]) for r in rows),
+    }
+    if cfg.eval.judge:
+        judgments = judge(backend, rows, cfg.judge, seed + 2, s.system_prompt, desc="eval judge")
+        for r, j in zip(rows, judgments):
+            r["score"] = j["score"]
+        metrics.update(judge_report(rows, judgments, cfg.judge.accept))
+    return metrics, rows

@@ -1,0 +1,46 @@
+"""Prompt text in one place: chat formatting and sandboxed rubric rendering."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+import selfreward.prompts
+
+# the top-level prompts/ folder ships as the package selfreward.prompts (see pyproject's package-dir)
+PROMPTS_DIR = Path(next(iter(selfreward.prompts.__path__)))
+
+
+def template_path(name: str) -> Path:
+    """A rubric file: an existing path as given, else a file of the packaged prompts/."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    packaged = PROMPTS_DIR / name
+    if packaged.is_file():
+        return packaged
+    raise FileNotFoundError(f"judge template {name!r} not found (neither a file nor one of {PROMPTS_DIR})")
+
+
+@lru_cache(maxsize=16)
+def _template(path: str):
+    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+    return env.from_string(Path(path).read_text(encoding="utf-8"))
+
+
+def render_judge(template: str, prompt: str, response: str) -> str:
+    """The judge prompt for one candidate; the sandbox keeps templates from reaching Python."""
+    return _template(str(template_path(template))).render(prompt=prompt, response=response).strip()
+
+
+def chat(tokenizer, text: str, system: str | None = None, few_shot: str | None = None) -> str:
+    """The model input for a user message: the chat template if the tokenizer has one, else plain text."""
+    if few_shot:
+        text = few_shot + text
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text

@@ -1,0 +1,1 @@
+"""Built-in tasks and the seed-model bootstrap."""

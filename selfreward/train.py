@@ -1,0 +1,177 @@
+"""Supervised fine-tuning: the shared weighted completion-only loop, and the LoRA stage."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from selfreward.prompting import chat
+
+
+@dataclass
+class Example:
+    """One tokenised training row: loss only on the completion, optionally heavier on its last token."""
+
+    ids: list[int]
+    n_prompt: int
+    last_weight: float = 1.0
+
+
+def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0, system: str | None = None) -> Example:
+    """Tokenise (prompt, completion) with the chat template; the completion ends with EOS."""
+    p = tokenizer(chat(tokenizer, prompt, system), add_special_tokens=False).input_ids
+    c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return Example(ids=p + c, n_prompt=len(p), last_weight=last_weight)
+
+
+def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    weights = torch.zeros((len(batch), width), dtype=torch.float32)
+    for i, e in enumerate(batch):
+        n = len(e.ids)
+        ids[i, :n] = torch.tensor(e.ids)
+        mask[i, :n] = 1
+        weights[i, e.n_prompt : n] = 1.0
+        # the score token sits just before EOS; weighting it teaches the compare (issue 8 probes)
+        if e.last_weight != 1.0 and n - 2 >= e.n_prompt:
+            weights[i, n - 2] = e.last_weight
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device)}
+
+
+def weighted_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    w = batch["weights"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+    return (nll * w.reshape(-1)).sum() / w.sum().clamp_min(1.0)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the hardware runs it fast, else full precision."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    avx = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if (amx or avx) else None
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite losses in a row; the last good weights are kept."""
+
+
+def fit(
+    model,
+    draw,
+    steps: int,
+    lr: float,
+    pad_id: int,
+    *,
+    warmup: int = 10,
+    schedule: str = "constant",
+    max_grad_norm: float = 1.0,
+    max_bad_steps: int = 5,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict:
+    """Run `steps` AdamW steps on batches from `draw(step) -> list[Example]`.
+
+    Non-finite losses skip the step; `max_bad_steps` of them in a row raise TrainingAborted.
+    """
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        return 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    amp = autocast_dtype(device)
+    model.train()
+    losses, skipped, bad_run, tokens = [], 0, 0, 0
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        batch = collate(draw(step), pad_id, device)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = weighted_loss(model, batch)
+        if not torch.isfinite(loss):
+            skipped += 1
+            bad_run += 1
+            opt.zero_grad(set_to_none=True)
+            if bad_run >= max_bad_steps:
+                raise TrainingAborted(f"{bad_run} non-finite losses in a row at step {step} of {desc}")
+            continue
+        bad_run = 0
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens += int(batch["attention_mask"].sum())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    model.eval()
+    return {
+        "loss_first": losses[0] if losses else float("nan"),
+        "loss_last": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "steps": len(losses),
+        "skipped_steps": skipped,
+        "tokens": tokens,
+    }
+
+
+def mixture(primary: list[Example], replay: list[Example], batch_size: int, replay_fraction: float, seed: int):
+    """A `draw(step)` that fills each batch from `primary` and a `replay_fraction` share from `replay`."""
+    rng = random.Random(seed)
+    n_replay = round(batch_size * replay_fraction) if replay else 0
+
+    def draw(step: int) -> list[Example]:
+        return [rng.choice(primary) for _ in range(batch_size - n_replay)] + [
+            rng.choice(replay) for _ in range(n_replay)
+        ]
+
+    return draw
+
+
+def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, seed: int, system: str | None = None):
+    """LoRA-SFT of `model` on prompt/completion rows. Returns (peft model, stats)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        peft_model = model  # keep training the same adapter (train.merge=false)
+    else:
+        targets = [t for t in cfg.lora.target_modules if any(n.endswith(t) for n, _ in model.named_modules())]
+        lora = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=targets or "all-linear",
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, lora)
+    examples = [encode(tokenizer, r["prompt"], r["completion"], system=system) for r in rows]
+    if not examples:
+        return peft_model, {"steps": 0, "skipped_steps": 0, "tokens": 0, "loss_first": float("nan"), "loss_last": float("nan")}
+    torch.manual_seed(seed)
+    draw = mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed)
+    stats = fit(
+        peft_model,
+        draw,
+        cfg.steps,
+        cfg.lr,
+        tokenizer.pad_token_id,
+        max_grad_norm=cfg.max_grad_norm,
+        max_bad_steps=cfg.max_bad_steps,
+        desc="train",
+    )
+    return peft_model, stats

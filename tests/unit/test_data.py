@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from selfreward.data import DataError, decontaminate, for_iteration, read_prompts
+
+
+def test_bad_rows_are_quarantined_with_line_and_reason(tmp_path):
+    p = tmp_path / "prompts.jsonl"
+    lines = [
+        json.dumps({"id": "a", "prompt": "2x+1=5", "answer": 2}).encode(),
+        b'{"prompt": "broken',
+        json.dumps({"text": "no prompt"}).encode(),
+        json.dumps({"prompt": "   "}).encode(),
+        json.dumps({"id": "a", "prompt": "3x+1=7"}).encode(),
+        b'{"prompt": "caf\xe9"}',
+        json.dumps({"prompt": "x" * 500}).encode(),
+        json.dumps({"id": "b", "prompt": "4x+4=8"}).encode(),
+        b'{"prompt": "trunc',
+    ]
+    p.write_bytes(b"\n".join(lines))
+    good, bad = read_prompts(str(p), fits=lambda s: "too long for the context" if len(s) > 100 else None)
+    assert [g["id"] for g in good] == ["a", "b"]
+    assert good[0]["answer"] == "2"
+    reasons = {b["line"]: b["reason"] for b in bad}
+    assert reasons[2].startswith("malformed JSON")
+    assert reasons[3] == "no 'prompt' field"
+    assert reasons[4] == "empty prompt"
+    assert reasons[5] == "duplicate id 'a'"
+    assert reasons[6].startswith("not UTF-8")
+    assert reasons[7] == "too long for the context"
+    assert reasons[9].startswith("truncated last line")
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="prompt file not found"):
+        read_prompts(str(tmp_path / "nope.jsonl"))
+
+
+def test_not_jsonl_at_all(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text("hello\nworld\n")
+    with pytest.raises(DataError, match="no usable rows"):
+        read_prompts(str(p))
+
+
+def test_fresh_slices_and_decontamination():
+    pool = [{"id": str(i), "prompt": f"p{i}"} for i in range(10)]
+    assert [r["id"] for r in for_iteration(pool, 1, 4)] == ["0", "1", "2", "3"]
+    assert [r["id"] for r in for_iteration(pool, 2, 4)] == ["4", "5", "6", "7"]
+    assert [r["id"] for r in for_iteration(pool, 3, 4)] == ["8", "9", "0", "1"]
+    kept, dropped = decontaminate(pool, [{"prompt": " P3 "}])
+    assert dropped == 1 and "3" not in {r["id"] for r in kept}

@@ -1,0 +1,36 @@
+import math
+
+import pytest
+
+from selfreward.metrics import agreement, auc, auc_within, judge_report
+
+
+def test_auc_known_values():
+    assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert auc([1, 1, 1, 1], [True, False, True, False]) == 0.5
+    assert auc([0.3, 0.2, 0.1], [True, False, True]) == 0.5
+    assert math.isnan(auc([1, 2], [True, True]))
+
+
+def test_within_prompt_auc_ignores_prompt_difficulty():
+    # pooled AUC is perfect because the judge only recognises the easy prompt,
+    # but inside each prompt it ranks the candidates backwards
+    groups = ["easy"] * 10 + ["hard"] * 10
+    labels = [True] * 9 + [False] + [True] + [False] * 9
+    scores = [0.8] * 9 + [0.85] + [0.1] + [0.15] * 9
+    assert auc_within(groups, scores, labels) == 0.0
+    assert auc(scores, labels) == 0.81
+
+
+def test_agreement_and_report():
+    assert agreement([5, 1, 5, math.nan], [True, False, False, True], accept=3) == pytest.approx(2 / 3)
+    cands = [{"prompt_id": "p", "cand_idx": i, "correct": y} for i, y in enumerate([True, False])]
+    cands += [{"prompt_id": "q", "cand_idx": i, "correct": False} for i in range(2)]
+    judg = [{"prompt_id": "p", "cand_idx": 0, "score": 5.0}, {"prompt_id": "p", "cand_idx": 1, "score": 1.0},
+            {"prompt_id": "q", "cand_idx": 0, "score": 2.0}, {"prompt_id": "q", "cand_idx": 1, "score": 2.0}]
+    r = judge_report(cands, judg, accept=3.0)
+    assert r["judge/saturation"] == 0.5
+    assert r["judge/auc_within"] == 1.0
+    assert r["judge/agreement"] == 1.0
+    assert r["judge/parse_fail_rate"] == 0.0

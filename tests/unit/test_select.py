@@ -1,0 +1,72 @@
+import math
+from types import SimpleNamespace
+
+from selfreward.select import select
+
+
+def cfg(**kw):
+    base = dict(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="shortest", pair_margin=1.0, seed=0)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def cands(texts, pid="p", finals=None, logprobs=None, correct=None):
+    return [
+        {"prompt_id": pid, "prompt": "Q", "cand_idx": i, "text": t, "final": (finals or [None] * len(texts))[i],
+         "logprob": (logprobs or [0.0] * len(texts))[i], "correct": (correct or [None] * len(texts))[i]}
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_top1_takes_highest_score():
+    c = cands(["a", "b", "c"], correct=[False, True, False])
+    sel, pairs, st = select(c, {("p", 0): 1.0, ("p", 1): 4.5, ("p", 2): 2.0}, cfg())
+    assert [s["completion"] for s in sel] == ["b"]
+    assert st["select/verified_precision"] == 1.0
+    assert pairs == [{"prompt": "Q", "chosen": "b", "rejected": "a", "score_chosen": 4.5, "score_rejected": 1.0}]
+
+
+def test_ties_break_to_shortest_then_index():
+    c = cands(["long answer", "short", "tiny"])
+    sel, _, _ = select(c, {("p", 0): 5.0, ("p", 1): 5.0, ("p", 2): 5.0}, cfg())
+    assert sel[0]["completion"] == "tiny"
+    sel, _, _ = select(c, {("p", 0): 5.0, ("p", 1): 5.0, ("p", 2): 5.0}, cfg(tie_break="first"))
+    assert sel[0]["completion"] == "long answer"
+
+
+def test_threshold_abstains_and_topk_keeps_above():
+    c = cands(["a", "b", "c"])
+    scores = {("p", 0): 2.0, ("p", 1): 4.0, ("p", 2): 3.5}
+    sel, _, st = select(c, scores, cfg(top_k=2, threshold=3.5))
+    assert [s["completion"] for s in sel] == ["b", "c"]
+    sel, _, st = select(c, scores, cfg(threshold=4.5))
+    assert sel == [] and st["select/abstained"] == 1.0
+
+
+def test_margin_skips_saturated_prompts_and_nan_never_selected():
+    c = cands(["a", "b"]) + cands(["x", "y"], pid="q")
+    scores = {("p", 0): 3.0, ("p", 1): 3.0, ("q", 0): math.nan, ("q", 1): 1.0}
+    sel, _, st = select(c, scores, cfg(min_margin=0.5))
+    assert [s["completion"] for s in sel] == ["y"]
+    assert st["select/skipped_saturated"] == 0.5
+
+
+def test_random_control_is_deterministic_and_ignores_scores():
+    c = cands([str(i) for i in range(8)])
+    a, _, _ = select(c, {}, cfg(strategy="random", seed=3))
+    b, _, _ = select(c, {("p", 0): 9.0}, cfg(strategy="random", seed=3))
+    assert a[0]["completion"] == b[0]["completion"]
+    picks = {select(c, {}, cfg(strategy="random", seed=s))[0][0]["completion"] for s in range(20)}
+    assert len(picks) > 1
+
+
+def test_majority_picks_most_common_final_answer():
+    c = cands(["x=3", "x=4", "x = 4", "x=5"], finals=["3", "4", "4", "5"])
+    sel, _, _ = select(c, {}, cfg(strategy="majority"))
+    assert sel[0]["completion"] == "x=4"
+
+
+def test_logprob_picks_most_likely():
+    c = cands(["a", "b", "c"], logprobs=[-2.0, -0.1, -1.0])
+    sel, _, _ = select(c, {}, cfg(strategy="logprob"))
+    assert sel[0]["completion"] == "b"

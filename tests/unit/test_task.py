@@ -1,0 +1,34 @@
+import random
+
+from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss, pool
+from selfreward.verifier import extract_answer, is_correct
+
+
+def test_check_text_substitutes_back():
+    assert check_text("7x+34=377", "x=49") == ("7*49=343;343+34=377|377", 5)
+    assert check_text("7x+34=377", "x=48") == ("7*48=336;336+34=370|377", 1)
+    assert check_text("2x+1=5", "x=2") == ("2*2=4;4+1=005|005", 5)
+    assert check_text("2x+1=5", "no idea")[1] == 1
+
+
+def test_problems_are_consistent_and_split_is_disjoint():
+    task = EquationTask()
+    rows = pool(task, 300, seed=1, evaluation=False)
+    evals = pool(task, 100, seed=2, evaluation=True)
+    assert not {r["prompt"] for r in rows} & {r["prompt"] for r in evals}
+    assert all(not held_out(r["prompt"]) for r in rows) and all(held_out(r["prompt"]) for r in evals)
+    for r in rows:
+        assert check_text(r["prompt"], task.response(r["answer"]))[1] == 5
+
+
+def test_near_miss_is_wrong():
+    rng = random.Random(0)
+    assert all(near_miss(x, rng) != x for x in range(1, 60) for _ in range(5))
+
+
+def test_verifier():
+    assert extract_answer("x=49") == "49"
+    assert extract_answer("so \\boxed{12} and 3") == "12"
+    assert extract_answer("0049.") == "49"
+    assert is_correct("x=49", "49") and not is_correct("x=4", "49")
+    assert is_correct("nothing", None) is None
