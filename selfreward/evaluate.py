@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selfreward.judge import judge
-from selfreward.metrics import judge_report, mean
+from selfreward.metrics import diversity_report, judge_report, mean
 from selfreward.prompting import chat
 from selfreward.verifier import extract_answer, is_correct
 
@@ -25,6 +25,7 @@ def evaluate(backend, prompts: list[dict], cfg, seed: int) -> tuple[dict, list[d
         "eval/accuracy": mean(float(r["correct"]) for r in rows if r["correct"] is not None),
         "eval/greedy_accuracy": mean(float(r["greedy_correct"]) for r in rows if r["cand_idx"] == 0 and r["greedy_correct"] is not None),
         "eval/mean_length": mean(len(r["text"]) for r in rows),
+        **diversity_report(rows),
     }
     if cfg.eval.judge:
         judgments = judge(backend, rows, cfg.judge, seed + 2, s.system_prompt, desc="eval judge")

@@ -76,10 +76,21 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
             "train/skipped_steps": train_stats["skipped_steps"], "train/tokens": train_stats["tokens"],
             "time/iteration_s": sum(times.values()),
         }
+        row.update(collapse(row, tracker.rows[0]))
         write_json(d / "metrics.json", row)
         tracker.log(row, examples(candidates, cfg, scores, selected))
     tracker.finish()
     return tracker.rows
+
+
+def collapse(row: dict, seed_row: dict) -> dict:
+    """Diversity relative to the seed's (iteration 0): values well below 1 mean the policy is collapsing."""
+    out = {}
+    for key, value in row.items():
+        base = seed_row.get(key)
+        if key.startswith("diversity/") and isinstance(value, float) and isinstance(base, float) and base > 0:
+            out["collapse/" + key.split("/", 1)[1]] = value / base
+    return out
 
 
 def fits(cfg, tokenizer, context: int):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 
 
 def auc(scores: list[float], labels: list[bool]) -> float:
@@ -69,4 +70,79 @@ def judge_report(candidates: list[dict], judgments: list[dict], accept: float, p
         out[f"{prefix}agreement"] = agreement(s, y, accept)
         out[f"{prefix}auc"] = auc(s, y)
         out[f"{prefix}auc_within"] = auc_within([c["prompt_id"] for c in labelled], s, y)
+    return out
+
+
+# ---- diversity and collapse -------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def ngrams(toks: list[str], n: int) -> list[tuple]:
+    return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Unique n-grams over all n-grams of the texts (1 = no repetition; small = collapsed)."""
+    grams = [g for t in texts for g in ngrams(tokens(t), n)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def bleu(hyp: list[str], refs: list[list[str]], max_n: int = 4) -> float:
+    """Sentence BLEU with epsilon smoothing, orders capped at the hypothesis length (short answers count)."""
+    if not hyp or not refs:
+        return math.nan
+    orders = min(max_n, len(hyp))
+    log_p = 0.0
+    for n in range(1, orders + 1):
+        h = Counter(ngrams(hyp, n))
+        best = Counter()
+        for r in refs:
+            for g, c in Counter(ngrams(r, n)).items():
+                best[g] = max(best[g], c)
+        match = sum(min(c, best[g]) for g, c in h.items())
+        log_p += math.log(max(match, 1e-9) / max(1, sum(h.values()))) / orders
+    ref_len = min((len(r) for r in refs), key=lambda n: (abs(n - len(hyp)), n))
+    bp = 1.0 if len(hyp) >= ref_len else math.exp(1 - ref_len / len(hyp))
+    return bp * math.exp(log_p)
+
+
+def self_bleu(texts: list[str]) -> float:
+    """Mean BLEU of each text against the others (1 = identical, 0 = disjoint)."""
+    toks = [tokens(t) for t in texts]
+    scores = [bleu(t, toks[:i] + toks[i + 1 :]) for i, t in enumerate(toks)]
+    return mean(scores)
+
+
+def duplicate_rate(texts: list[str]) -> float:
+    """Share of texts that repeat an earlier one exactly."""
+    return 1 - len(set(texts)) / len(texts) if texts else math.nan
+
+
+def entropy(values: list) -> float:
+    """Shannon entropy (nats) of the empirical distribution of values."""
+    counts = Counter(values)
+    total = sum(counts.values())
+    return -sum(c / total * math.log(c / total) for c in counts.values()) if total else math.nan
+
+
+def diversity_report(rows: list[dict], prefix: str = "diversity/") -> dict:
+    """Diversity of candidates: within each prompt's K (averaged) and over all candidates."""
+    by: dict[str, list[str]] = defaultdict(list)
+    finals: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by[r["prompt_id"]].append(r["text"])
+        finals[r["prompt_id"]].append(r.get("final"))
+    groups = [g for g in by.values() if len(g) > 1]
+    texts = [r["text"] for r in rows]
+    out = {f"{prefix}distinct_{n}": mean(distinct_n(g, n) for g in groups) for n in (1, 2, 3)}
+    out.update({f"{prefix}distinct_{n}_all": distinct_n(texts, n) for n in (1, 2, 3)})
+    out[f"{prefix}self_bleu"] = mean(self_bleu(g) for g in groups)
+    out[f"{prefix}duplicate_rate"] = mean(duplicate_rate(g) for g in groups)
+    out[f"{prefix}answer_entropy"] = mean(entropy(v) for v in finals.values() if len(v) > 1)
+    out[f"{prefix}opening_entropy"] = entropy([" ".join(tokens(t)[:3]) for t in texts])
     return out

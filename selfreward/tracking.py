@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 
 from selfreward.artifacts import append_jsonl, read_jsonl, write_json, write_text
@@ -51,7 +52,7 @@ class Tracker:
             import wandb
 
             id_file = self.run_dir / "wandb_id"
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
             write_text(id_file, run_id)
             os.environ.setdefault("WANDB_SILENT", "true")
             self.wandb = wandb.init(

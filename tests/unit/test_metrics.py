@@ -34,3 +34,20 @@ def test_agreement_and_report():
     assert r["judge/auc_within"] == 1.0
     assert r["judge/agreement"] == 1.0
     assert r["judge/parse_fail_rate"] == 0.0
+
+
+def test_diversity_of_identical_and_disjoint_candidates():
+    from selfreward.metrics import diversity_report, distinct_n, self_bleu
+
+    same = ["the cat sat on the mat"] * 4
+    disjoint = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu"]
+    assert self_bleu(same) == pytest.approx(1.0)
+    assert self_bleu(disjoint) < 1e-6
+    assert distinct_n(same, 2) == pytest.approx(5 / 20)
+    assert distinct_n(disjoint, 1) == 1.0
+    rows = [{"prompt_id": "p", "text": t, "final": "1"} for t in same]
+    r = diversity_report(rows)
+    assert r["diversity/duplicate_rate"] == 0.75 and r["diversity/answer_entropy"] == 0.0
+    rows = [{"prompt_id": "p", "text": t, "final": str(i)} for i, t in enumerate(disjoint)]
+    r = diversity_report(rows)
+    assert r["diversity/duplicate_rate"] == 0.0 and r["diversity/answer_entropy"] == pytest.approx(math.log(4))
