@@ -22,12 +22,16 @@ register()
 @hydra.main(config_path="pkg://selfreward.conf", config_name="config", version_base=None)
 def app(cfg: DictConfig) -> None:
     from selfreward.data import DataError
+    from selfreward.runinfo import ResumeRefused
 
     try:
         check(cfg)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    if hc.mode.name == "MULTIRUN" and cfg.tracking.group is None:
+        cfg.tracking.group = Path(hc.sweep.dir).name  # one W&B group per sweep
     if cfg.dry_run:
         from selfreward.plan import plan
 
@@ -38,7 +42,7 @@ def app(cfg: DictConfig) -> None:
 
     try:
         run(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    except (DataError, ConfigError, FileNotFoundError) as e:
+    except (DataError, ConfigError, ResumeRefused, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"[selfreward] done: {run_dir / 'summary.json'}", flush=True)
 

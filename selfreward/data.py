@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from selfreward.artifacts import write_jsonl
+from selfreward.metrics import overlapping
 from selfreward.tasks.equation import EquationTask, pool
 
 
@@ -103,20 +103,25 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[dict], list[dict], dict]:
             evals = rows
     if rejected:
         write_jsonl(Path(run_dir) / "rejected.jsonl", rejected)
-    train, overlap = decontaminate(train, evals)
+    evals, stats = decontaminate(train, evals, cfg, run_dir)
     return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
-                          "data/rejected": len(rejected), "contamination/exact_overlap": overlap}
+                          "data/rejected": len(rejected), **stats}
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
-
-
-def decontaminate(train: list[dict], evals: list[dict]) -> tuple[list[dict], int]:
-    """Drop training prompts that equal an evaluation prompt after normalisation."""
-    held = {_norm(r["prompt"]) for r in evals}
-    kept = [r for r in train if _norm(r["prompt"]) not in held]
-    return kept, len(train) - len(kept)
+def decontaminate(train: list[dict], evals: list[dict], cfg, run_dir: Path) -> tuple[list[dict], dict]:
+    """Check evaluation prompts against training prompts before any compute; drop, stop, or only report overlaps."""
+    hits = set(overlapping([r["prompt"] for r in train], [r["prompt"] for r in evals], cfg.contamination_n))
+    stats = {"contamination/overlap": len(hits) / max(1, len(evals)), "contamination/overlapping": len(hits)}
+    if not hits:
+        return evals, stats
+    found = [evals[i] for i in sorted(hits)]
+    write_jsonl(Path(run_dir) / "contaminated.jsonl", found)
+    if cfg.on_contamination == "stop":
+        raise DataError(f"{len(hits)} evaluation prompts overlap training prompts ({cfg.contamination_n}-gram or exact), "
+                        f"e.g. {found[0]['prompt'][:80]!r}; listed in contaminated.jsonl. Set data.on_contamination=drop to go on.")
+    if cfg.on_contamination == "drop":
+        evals = [r for i, r in enumerate(evals) if i not in hits]
+    return evals, stats
 
 
 def for_iteration(train: list[dict], iteration: int, n: int) -> list[dict]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from selfreward.embed import mean_pairwise_cosine
 from selfreward.judge import judge
 from selfreward.metrics import diversity_report, judge_report, mean
 from selfreward.prompting import chat
 from selfreward.verifier import extract_answer, is_correct
 
 
-def evaluate(backend, prompts: list[dict], cfg, seed: int) -> tuple[dict, list[dict]]:
-    """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them."""
+def evaluate(backend, prompts: list[dict], cfg, seed: int, reference=None) -> tuple[list[dict], dict]:
+    """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them.
+
+    With a `reference` backend (the seed), also KL(policy || seed) per token, estimated on the policy's samples.
+    """
     s = cfg.sampling
     inputs = [chat(backend.tokenizer, p["prompt"], s.system_prompt, s.few_shot) for p in prompts]
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, seed, batch_size=s.batch_size, desc="eval greedy")
@@ -27,9 +31,17 @@ def evaluate(backend, prompts: list[dict], cfg, seed: int) -> tuple[dict, list[d
         "eval/mean_length": mean(len(r["text"]) for r in rows),
         **diversity_report(rows),
     }
+    if reference is not None:
+        flat_in = [inputs[i] for i, texts in enumerate(sampled) for _ in texts]
+        flat_out = [t for texts in sampled for t in texts]
+        lp = backend.logprob(flat_in, flat_out, batch_size=s.batch_size, desc="eval logprob")
+        ref = reference.logprob(flat_in, flat_out, batch_size=s.batch_size, desc="eval seed logprob")
+        metrics["collapse/kl_to_seed"] = mean(a[0] - b[0] for a, b in zip(lp, ref))
+    if cfg.eval.embeddings and (cos := mean_pairwise_cosine(rows)) is not None:
+        metrics["diversity/embedding_cosine"] = cos
     if cfg.eval.judge:
         judgments = judge(backend, rows, cfg.judge, seed + 2, s.system_prompt, desc="eval judge")
         for r, j in zip(rows, judgments):
             r["score"] = j["score"]
         metrics.update(judge_report(rows, judgments, cfg.judge.accept))
-    return metrics, rows
+    return rows, metrics

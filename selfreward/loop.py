@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -11,81 +12,126 @@ from pathlib import Path
 import torch
 
 from selfreward import data
-from selfreward.artifacts import iter_dir, write_json, write_jsonl
+from selfreward.alerts import check as check_alerts
+from selfreward.artifacts import (
+    clean_temporaries,
+    completed,
+    iter_dir,
+    jsonl_stage,
+    mark_complete,
+    sharded,
+    write_json,
+    write_jsonl,
+)
 from selfreward.backends.hf import HFBackend, context_length, load
 from selfreward.evaluate import evaluate
 from selfreward.judge import judge
-from selfreward.metrics import judge_report, mean
-from selfreward.select import select
+from selfreward.metrics import hacking_report, judge_report, mean
+from selfreward.runinfo import check_or_create
 from selfreward.sample import sample
+from selfreward.select import select
 from selfreward.tracking import Tracker
 from selfreward.train import train_lora
 
 
 def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
-    """Run the whole loop in `run_dir`; returns the per-iteration metric rows."""
+    """Run the whole loop in `run_dir`, resuming any stage a previous run of the same config completed."""
     torch.manual_seed(cfg.seed)
+    digest = check_or_create(run_dir, config_dict, cfg.force_resume)
+    clean_temporaries(run_dir)
     model_path = resolve_model(cfg)
     policy, tokenizer = load_policy(cfg, model_path)
     backend = HFBackend(policy, tokenizer)
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits(cfg, tokenizer, context_length(policy)))
     replay = replay_examples(cfg, tokenizer)
     tracker = Tracker(cfg.tracking, run_dir, config_dict)
+    seed_ref = HFBackend(load_policy(cfg, model_path)[0], tokenizer, progress=False) if cfg.eval.kl else None
 
-    t0 = time.time()
-    metrics, eval_rows = evaluate(backend, eval_prompts, cfg, seed=cfg.seed)
-    write_jsonl(iter_dir(run_dir, 0) / "eval.jsonl", eval_rows)
-    tracker.log({"iteration": 0, **data_stats, **metrics, "time/eval_s": time.time() - t0}, examples(eval_rows, cfg))
+    eval_rows, ev = jsonl_stage(iter_dir(run_dir, 0), "eval", {"config": digest},
+                                lambda: evaluate(backend, eval_prompts, cfg, seed=cfg.seed))
+    seconds = ev.pop("seconds")
+    row = {"iteration": 0, **data_stats, **ev, "time/eval_s": seconds}
+    tracker.log(row, examples(eval_rows, cfg), check_alerts(row, cfg.alerts))
 
     winners: list[dict] = []
     for i in range(1, cfg.iterations + 1):
-        d, seed, times = iter_dir(run_dir, i), cfg.seed * 1000 + i, {}
-        t = time.time()
+        d, key = iter_dir(run_dir, i), {"config": digest, "iteration": i}
         prompts = data.for_iteration(train_pool, i, cfg.data.prompts_per_iteration)
-        candidates = sample(backend, prompts, cfg.sampling, seed)
-        write_jsonl(d / "candidates.jsonl", candidates)
-        times["time/sample_s"], t = time.time() - t, time.time()
-
-        judgments = judge(backend, candidates, cfg.judge, seed, cfg.sampling.system_prompt)
-        write_jsonl(d / "judgments.jsonl", judgments)
-        times["time/judge_s"], t = time.time() - t, time.time()
-
-        scores = {(j["prompt_id"], j["cand_idx"]): j["score"] for j in judgments}
-        selected, pairs, select_stats = select(candidates, scores, cfg.selection, seed)
+        shard = cfg.sampling.shard_prompts
+        candidates, st_sample = sharded(d, "candidates", key, prompts, shard,
+                                        lambda part, k: sample(backend, part, cfg.sampling, shard_seed(cfg, i, k)))
+        judgments, st_judge = sharded(d, "judgments", key, candidates, shard * cfg.sampling.k,
+                                      lambda part, k: judge(backend, part, cfg.judge, shard_seed(cfg, i, k),
+                                                            cfg.sampling.system_prompt))
+        scores = {(j["prompt_id"], j["cand_idx"]): nan_if_none(j["score"]) for j in judgments}
+        selected, pairs, select_stats = select(candidates, scores, cfg.selection, cfg.seed * 1000 + i)
         write_jsonl(d / "selected.jsonl", selected)
         write_jsonl(d / "pairs.jsonl", pairs)
         winners = winners + selected if cfg.train.data == "accumulate" else selected
 
         start = load_policy(cfg, model_path)[0] if cfg.train.start_from == "seed" else backend.model
-        trained, train_stats = train_lora(start, tokenizer, winners, replay, cfg.train, seed, cfg.sampling.system_prompt)
-        save_adapter(trained, d / "adapter")
+        trained, st_train = train_stage(d, key, start, tokenizer, winners, replay, cfg, cfg.seed * 1000 + i)
         backend.set_model(trained.merge_and_unload() if cfg.train.merge else trained)
-        times["time/train_s"], t = time.time() - t, time.time()
 
-        metrics, eval_rows = evaluate(backend, eval_prompts, cfg, seed=cfg.seed)
-        write_jsonl(d / "eval.jsonl", eval_rows)
-        times["time/eval_s"] = time.time() - t
+        eval_rows, ev = jsonl_stage(d, "eval", key, lambda: evaluate(backend, eval_prompts, cfg, cfg.seed, seed_ref))
+        times = {"time/sample_s": st_sample["seconds"], "time/judge_s": st_judge["seconds"],
+                 "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds")}
         row = {
-            "iteration": i, **metrics, **select_stats, **times,
+            "iteration": i, **ev, **select_stats, **times,
             "sample/accuracy": mean(float(c["correct"]) for c in candidates if c["correct"] is not None),
             "sample/mean_logprob": mean(c["logprob"] for c in candidates),
             "sample/entropy": mean(c["entropy"] for c in candidates),
             **judge_report(candidates, judgments, cfg.judge.accept, prefix="judge/train_"),
             "judge/parse_fail_rate": judge_report(candidates, judgments, cfg.judge.accept)["judge/parse_fail_rate"],
-            "train/loss": train_stats["loss_last"], "train/steps": train_stats["steps"],
-            "train/skipped_steps": train_stats["skipped_steps"], "train/tokens": train_stats["tokens"],
+            "train/loss": st_train["loss_last"], "train/steps": st_train["steps"],
+            "train/skipped_steps": st_train["skipped_steps"], "train/tokens": st_train["tokens"],
             "time/iteration_s": sum(times.values()),
         }
         row.update(collapse(row, tracker.rows[0]))
+        row.update(hacking_report(candidates, scores, pairs))
         write_json(d / "metrics.json", row)
-        tracker.log(row, examples(candidates, cfg, scores, selected))
+        alerts = check_alerts(row, cfg.alerts)
+        tracker.log(row, examples(candidates, cfg, scores, selected), alerts,
+                    {"judge/score_hist": [v for v in scores.values() if not math.isnan(v)]})
+        if alerts and cfg.alerts.early_stop:
+            print(f"[selfreward] stopping early after iteration {i} (alerts.early_stop=true)", flush=True)
+            break
     tracker.finish()
     return tracker.rows
 
 
+def shard_seed(cfg, iteration: int, shard: int) -> int:
+    """Sampling and judging seeds derive from (global seed, iteration, shard): a resumed run redraws the same."""
+    return (cfg.seed * 1_000_003 + iteration * 10_007 + shard * 101) % (2**31)
+
+
+def nan_if_none(x):
+    return math.nan if x is None else x
+
+
+def train_stage(d: Path, key: dict, start, tokenizer, winners, replay, cfg, seed: int):
+    """LoRA-SFT, or the adapter a previous run of this stage saved (then loaded onto `start`)."""
+    from peft import PeftModel
+
+    if (m := completed(d, "train", key)) is not None:
+        if isinstance(start, PeftModel):  # train.merge=false: the same adapter goes on training
+            start = start.merge_and_unload()
+        return PeftModel.from_pretrained(start, d / "adapter", is_trainable=not cfg.train.merge), m["stats"]
+    t = time.time()
+    trained, stats = train_lora(start, tokenizer, winners, replay, cfg.train, seed, cfg.sampling.system_prompt)
+    save_adapter(trained, d / "adapter")
+    mark_complete(d, "train", key, ["adapter/adapter_model.safetensors"], {**stats, "seconds": time.time() - t})
+    return trained, {**stats, "seconds": time.time() - t}
+
+
 def collapse(row: dict, seed_row: dict) -> dict:
-    """Diversity relative to the seed's (iteration 0): values well below 1 mean the policy is collapsing."""
+    """Diversity relative to the seed's (iteration 0): values well below 1 mean the policy is collapsing.
+
+    Also the judge's drift: its agreement with the verifier now minus the seed's.
+    """
     out = {}
+    if isinstance(row.get("judge/agreement"), float) and isinstance(seed_row.get("judge/agreement"), float):
+        out["judge/agreement_drift"] = row["judge/agreement"] - seed_row["judge/agreement"]
     for key, value in row.items():
         base = seed_row.get(key)
         if key.startswith("diversity/") and isinstance(value, float) and isinstance(base, float) and base > 0:

@@ -146,3 +146,53 @@ def diversity_report(rows: list[dict], prefix: str = "diversity/") -> dict:
     out[f"{prefix}answer_entropy"] = mean(entropy(v) for v in finals.values() if len(v) > 1)
     out[f"{prefix}opening_entropy"] = entropy([" ".join(tokens(t)[:3]) for t in texts])
     return out
+
+
+# ---- reward hacking --------------------------------------------------------------------------------
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    pairs = [(x, y) for x, y in zip(xs, ys) if not (math.isnan(x) or math.isnan(y))]
+    if len(pairs) < 3:
+        return math.nan
+    mx = sum(x for x, _ in pairs) / len(pairs)
+    my = sum(y for _, y in pairs) / len(pairs)
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sx = math.sqrt(sum((x - mx) ** 2 for x, _ in pairs))
+    sy = math.sqrt(sum((y - my) ** 2 for _, y in pairs))
+    return sxy / (sx * sy) if sx > 0 and sy > 0 else math.nan
+
+
+def hacking_report(candidates: list[dict], scores: dict, pairs: list[dict]) -> dict:
+    """Signs that the policy exploits the judge: score tracks length, winners grow longer, wrong beats right."""
+    s = [scores.get((c["prompt_id"], c["cand_idx"]), math.nan) for c in candidates]
+    lengths = [float(len(c["text"])) for c in candidates]
+    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for c, v in zip(candidates, s):
+        if c.get("correct") is not None and not math.isnan(v):
+            by[c["prompt_id"]].append((v, bool(c["correct"])))
+    wrong_wins, total = 0.0, 0
+    for items in by.values():
+        for vr, yr in items:
+            for vw, yw in items:
+                if yr and not yw:
+                    total += 1
+                    wrong_wins += 1.0 if vw > vr else 0.5 if vw == vr else 0.0
+    return {
+        "hacking/length_score_corr": pearson(lengths, s),
+        "hacking/chosen_minus_rejected_len": mean(len(p["chosen"]) - len(p["rejected"]) for p in pairs),
+        "hacking/prefers_wrong_rate": wrong_wins / total if total else math.nan,
+    }
+
+
+# ---- train/test contamination ---------------------------------------------------------------------
+
+
+def overlapping(train: list[str], evals: list[str], n: int = 13) -> list[int]:
+    """Indices of evaluation texts that share a word n-gram with a training text, or (short texts) equal one after normalising."""
+    def norm(t: str) -> str:
+        return " ".join(tokens(t))
+
+    exact = {norm(t) for t in train}
+    grams = {g for t in train for g in ngrams(tokens(t), n)}
+    return [i for i, t in enumerate(evals) if norm(t) in exact or any(g in grams for g in ngrams(tokens(t), n))]

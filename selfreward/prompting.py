@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import selfreward.prompts
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
-
-import selfreward.prompts
 
 # the top-level prompts/ folder ships as the package selfreward.prompts (see pyproject's package-dir)
 PROMPTS_DIR = Path(next(iter(selfreward.prompts.__path__)))

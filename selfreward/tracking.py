@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
 from pathlib import Path
 
-from selfreward.artifacts import append_jsonl, read_jsonl, write_json, write_text
+from selfreward.artifacts import read_jsonl, write_json, write_jsonl, write_text
 
 # the columns of the per-iteration table printed after each iteration
 TABLE = [
@@ -47,6 +48,9 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.rows: list[dict] = read_jsonl(self.run_dir / "metrics.jsonl") if (self.run_dir / "metrics.jsonl").exists() else []
+        summary = self.run_dir / "summary.json"
+        self.alerts: list[dict] = json.loads(summary.read_text()).get("alerts", []) if summary.exists() else []
+        self.resumed = {r["iteration"] for r in self.rows}  # already in W&B from the interrupted run
         self.wandb = None
         if cfg.mode != "disabled":
             import wandb
@@ -62,18 +66,27 @@ class Tracker:
             self.wandb.define_metric("iteration")
             self.wandb.define_metric("*", step_metric="iteration")
 
-    def log(self, row: dict, examples: list[dict] | None = None) -> None:
+    def log(self, row: dict, examples: list[dict] | None = None, alerts: list[dict] | None = None,
+            histograms: dict[str, list[float]] | None = None) -> None:
         self.rows = [r for r in self.rows if r["iteration"] != row["iteration"]] + [row]
-        append_jsonl(self.run_dir / "metrics.jsonl", row)
-        write_json(self.run_dir / "summary.json", {"iterations": self.rows, "alerts": []})
+        self.rows.sort(key=lambda r: r["iteration"])
+        self.alerts = [a for a in self.alerts if a["iteration"] != row["iteration"]] + list(alerts or [])
+        write_jsonl(self.run_dir / "metrics.jsonl", self.rows)
+        write_json(self.run_dir / "summary.json", {"iterations": self.rows, "alerts": self.alerts})
         print("\n" + format_table(self.rows), flush=True)
-        if self.wandb is not None:
+        for a in alerts or []:
+            print(f"[selfreward] WARNING {a['kind']} alert at iteration {a['iteration']}: {a['metric']}="
+                  f"{a['value']:.3f} (threshold {a['threshold']})", flush=True)
+        if self.wandb is not None and row["iteration"] not in self.resumed:
             import wandb
 
             payload = {k: v for k, v in row.items() if isinstance(v, (int, float))}
             if examples:
                 cols = list(examples[0].keys())
                 payload["examples"] = wandb.Table(columns=cols, data=[[str(e[c]) for c in cols] for e in examples])
+            for key, values in (histograms or {}).items():
+                if values:
+                    payload[key] = wandb.Histogram(values)
             self.wandb.log(payload)
 
     def finish(self) -> None:

@@ -147,6 +147,7 @@ def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, s
     """LoRA-SFT of `model` on prompt/completion rows. Returns (peft model, stats)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    torch.manual_seed(seed)  # before the adapter's init, so a resumed run trains the same adapter
     if isinstance(model, PeftModel):
         peft_model = model  # keep training the same adapter (train.merge=false)
     else:
@@ -162,7 +163,6 @@ def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, s
     examples = [encode(tokenizer, r["prompt"], r["completion"], system=system) for r in rows]
     if not examples:
         return peft_model, {"steps": 0, "skipped_steps": 0, "tokens": 0, "loss_first": float("nan"), "loss_last": float("nan")}
-    torch.manual_seed(seed)
     draw = mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed)
     stats = fit(
         peft_model,

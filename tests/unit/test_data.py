@@ -49,5 +49,19 @@ def test_fresh_slices_and_decontamination():
     assert [r["id"] for r in for_iteration(pool, 1, 4)] == ["0", "1", "2", "3"]
     assert [r["id"] for r in for_iteration(pool, 2, 4)] == ["4", "5", "6", "7"]
     assert [r["id"] for r in for_iteration(pool, 3, 4)] == ["8", "9", "0", "1"]
-    kept, dropped = decontaminate(pool, [{"prompt": " P3 "}])
-    assert dropped == 1 and "3" not in {r["id"] for r in kept}
+
+
+
+def test_contaminated_eval_prompts_are_dropped_or_stop_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    train = [{"id": "t1", "prompt": "one two three four five six seven eight nine ten eleven twelve thirteen"},
+             {"id": "t2", "prompt": "2x+1=5"}]
+    evals = [{"id": "e1", "prompt": "Zero one two three four five six seven eight nine ten eleven twelve thirteen!"},
+             {"id": "e2", "prompt": " 2X+1=5 "}, {"id": "e3", "prompt": "3x+1=7"}]
+    cfg = SimpleNamespace(contamination_n=13, on_contamination="drop")
+    kept, stats = decontaminate(train, evals, cfg, tmp_path)
+    assert [r["id"] for r in kept] == ["e3"] and stats["contamination/overlapping"] == 2
+    assert (tmp_path / "contaminated.jsonl").exists()
+    with pytest.raises(DataError, match="overlap training prompts"):
+        decontaminate(train, evals, SimpleNamespace(contamination_n=13, on_contamination="stop"), tmp_path)

@@ -37,7 +37,7 @@ def test_agreement_and_report():
 
 
 def test_diversity_of_identical_and_disjoint_candidates():
-    from selfreward.metrics import diversity_report, distinct_n, self_bleu
+    from selfreward.metrics import distinct_n, diversity_report, self_bleu
 
     same = ["the cat sat on the mat"] * 4
     disjoint = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu"]
@@ -51,3 +51,12 @@ def test_diversity_of_identical_and_disjoint_candidates():
     rows = [{"prompt_id": "p", "text": t, "final": str(i)} for i, t in enumerate(disjoint)]
     r = diversity_report(rows)
     assert r["diversity/duplicate_rate"] == 0.0 and r["diversity/answer_entropy"] == pytest.approx(math.log(4))
+
+
+def test_embedding_similarity_of_identical_and_different_candidates():
+    from selfreward.embed import mean_pairwise_cosine
+
+    same = [{"prompt_id": "p", "text": "the cat sat on the mat"} for _ in range(3)]
+    diff = [{"prompt_id": "q", "text": t} for t in ["the cat sat on the mat", "stock markets fell sharply", "x=49"]]
+    assert mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-4)
+    assert mean_pairwise_cosine(diff) < 0.5

@@ -1,0 +1,79 @@
+"""Kill a real run with SIGKILL at several points, resume it, and compare with an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+
+ARGS = ["+experiment=tiny", "iterations=2", "train.steps=40", "tracking.mode=disabled"]
+
+
+def start(run, cache):
+    env = dict(os.environ, SELFREWARD_CACHE=str(cache))
+    return subprocess.Popen([sys.executable, "-m", "selfreward", *ARGS, f"hydra.run.dir={run}"], cwd=run.parent,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc, ready, timeout=300):
+    t = time.time()
+    while not ready():
+        assert proc.poll() is None, f"run ended before the kill point: {proc.stderr.read()[-2000:]}"
+        assert time.time() - t < timeout
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def final_state(run):
+    out = {}
+    for it in (1, 2):
+        d = run / f"iter_{it:03d}"
+        out[f"selected{it}"] = (d / "selected.jsonl").read_bytes()
+        out[f"candidates{it}"] = (d / "candidates.jsonl").read_bytes()
+        out[f"adapter{it}"] = (d / "adapter" / "adapter_model.safetensors").read_bytes()
+    rows = json.loads((run / "summary.json").read_text())["iterations"]
+    out["metrics"] = [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    r = run_cli(ARGS, run, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return final_state(run)
+
+
+@pytest.mark.parametrize(
+    "point, ready",
+    [
+        ("during sampling", lambda run: (run / "iter_001" / "candidates.shards" / "00000.jsonl").exists()),
+        ("just after judging", lambda run: (run / "iter_001" / "judgments.manifest.json").exists()),
+        ("during training", lambda run: (run / "iter_002" / "selected.jsonl").exists()),
+    ],
+)
+def test_killed_run_resumes_to_the_same_result(point, ready, tmp_path, cache_dir, reference):
+    run = tmp_path / "run"
+    proc = start(run, cache_dir)
+    kill_when(proc, lambda: ready(run))
+    assert not (run / "iter_002" / "metrics.json").exists(), f"killed too late ({point})"
+    r = run_cli(ARGS, run, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert final_state(run) == reference
+    assert not list(run.rglob(".*.tmp-*")) and not list(run.rglob("*.shards"))
+
+
+def test_changed_config_is_refused_unless_forced(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    assert run_cli(ARGS[:1] + ["iterations=1", "tracking.mode=disabled"], run, cache_dir).returncode == 0
+    r = run_cli(ARGS[:1] + ["iterations=1", "tracking.mode=disabled", "sampling.k=2"], run, cache_dir)
+    assert r.returncode != 0 and "sampling.k: 4 -> 2" in r.stderr and "force_resume=true" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli(ARGS[:1] + ["iterations=1", "tracking.mode=disabled", "sampling.k=2", "force_resume=true"], run, cache_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
