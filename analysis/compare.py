@@ -70,6 +70,7 @@ def plots(runs: list[dict], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     for panel, keys in PANELS.items():
@@ -81,6 +82,7 @@ def plots(runs: list[dict], out: Path) -> list[Path]:
                     ax.plot(*zip(*pts), marker="o", label=r["name"])
             ax.set_title(key)
             ax.set_xlabel("iteration")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()

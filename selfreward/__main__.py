@@ -23,6 +23,7 @@ register()
 def app(cfg: DictConfig) -> None:
     from selfreward.data import DataError
     from selfreward.runinfo import ResumeRefused
+    from selfreward.train import TrainingAborted
 
     try:
         check(cfg)
@@ -42,7 +43,7 @@ def app(cfg: DictConfig) -> None:
 
     try:
         run(cfg, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    except (DataError, ConfigError, ResumeRefused, FileNotFoundError) as e:
+    except (DataError, ConfigError, ResumeRefused, TrainingAborted, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"[selfreward] done: {run_dir / 'summary.json'}", flush=True)
 

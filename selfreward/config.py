@@ -77,6 +77,7 @@ class SamplingConfig:
 
 @dataclass
 class JudgeConfig:
+    kind: str = _f("self", "self (the policy judges, constrained by Outlines) | verifier (answer match; needs answers)")
     template: str = _f("equation_check.jinja", "Jinja rubric: a file in prompts/ or any path")
     reasoning_regex: str = _f(
         r"[0-9]{1,2}\*[0-9]{1,4}=[0-9]{1,5};[0-9]{1,5}\+[0-9]{1,3}=[0-9]{3,5}\|[0-9]{3,5}",
@@ -161,7 +162,7 @@ class TrackingConfig:
 class Config:
     iterations: int = _f(3, "training rounds after the seed")
     seed: int = _f(0, "global seed")
-    backend: str = _f("hf", "hf (transformers) | vllm")
+    backend: str = _f("hf", "hf (transformers); the vLLM backend is not in this version yet")
     device: str = _f("auto", "auto | cpu | cuda")
     dry_run: bool = _f(False, "validate the config, print the plan, and exit")
     force_resume: bool = _f(False, "resume a run directory even though its config changed")
@@ -189,8 +190,9 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.init": ("pretrained", "random"),
     "model.dtype": ("auto", "float32", "bfloat16"),
-    "backend": ("hf", "vllm"),
+    "backend": ("hf",),
     "judge.scoring": ("expected", "sampled"),
+    "judge.kind": ("self", "verifier"),
     "selection.strategy": ("judge", "random", "majority", "logprob"),
     "selection.tie_break": ("shortest", "first"),
     "train.start_from": ("previous", "seed"),

@@ -6,6 +6,7 @@ import math
 import re
 
 from selfreward.prompting import chat, render_judge
+from selfreward.verifier import is_correct
 
 
 def schema_regex(reasoning_regex: str, score_prefix: str, scores) -> str:
@@ -19,6 +20,8 @@ def schema_regex(reasoning_regex: str, score_prefix: str, scores) -> str:
 
 def judge(backend, candidates: list[dict], cfg, seed: int, system: str | None = None, desc: str = "judge") -> list[dict]:
     """One judgment row per candidate row: judge_prompt, raw output(s), score (mean of judge.n; NaN if none parsed)."""
+    if cfg.kind == "verifier":
+        return verify(candidates, cfg)
     regex = schema_regex(cfg.reasoning_regex, cfg.score_prefix, cfg.scores)
     judge_prompts = [render_judge(cfg.template, c["prompt"], c["text"]) for c in candidates]
     inputs = [chat(backend.tokenizer, p, system) for p in judge_prompts]
@@ -40,4 +43,19 @@ def judge(backend, candidates: list[dict], cfg, seed: int, system: str | None = 
             "score": sum(good) / len(good) if good else math.nan,
             "parse_fail": len(values) - len(good),
         })
+    return rows
+
+
+def verify(candidates: list[dict], cfg) -> list[dict]:
+    """Programmatic scorer (`judge=verifier`): the top score when the final answer matches the reference, else the lowest.
+
+    Rows without a reference answer get NaN (never selected, counted as parse failures).
+    """
+    hi, lo = max(cfg.scores), min(cfg.scores)
+    rows = []
+    for c in candidates:
+        ok = is_correct(c["text"], c.get("answer"))
+        rows.append({"prompt_id": c["prompt_id"], "cand_idx": c["cand_idx"], "judge_prompt": None,
+                     "raw": None if ok is None else str(ok).lower(),
+                     "score": math.nan if ok is None else float(hi if ok else lo), "parse_fail": int(ok is None)})
     return rows

@@ -99,6 +99,8 @@ class Tracker:
 PLOTS = {
     "accuracy": ["eval/accuracy", "eval/greedy_accuracy", "sample/accuracy", "select/verified_precision"],
     "judge": ["judge/auc_within", "judge/auc", "judge/agreement", "judge/train_auc_within"],
+    "diversity": ["collapse/answer_entropy", "collapse/distinct_2", "diversity/duplicate_rate",
+                  "judge/train_saturation", "collapse/kl_to_seed"],
 }
 
 
@@ -108,6 +110,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
     for name, keys in PLOTS.items():
@@ -117,7 +120,9 @@ def plot(rows: list[dict], out: Path) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=key)
         ax.set_xlabel("iteration")
-        ax.set_ylim(0, 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if name != "diversity":  # ratios to the seed may exceed 1
+            ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(name)

@@ -108,7 +108,10 @@ def fit(
             bad_run += 1
             opt.zero_grad(set_to_none=True)
             if bad_run >= max_bad_steps:
-                raise TrainingAborted(f"{bad_run} non-finite losses in a row at step {step} of {desc}")
+                raise TrainingAborted(
+                    f"{bad_run} non-finite losses in a row at step {step} of {desc} (train.max_bad_steps); "
+                    "nothing of this iteration was saved: the previous iteration's adapter is the last good one"
+                )
             continue
         bad_run = 0
         loss.backward()

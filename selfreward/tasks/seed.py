@@ -129,10 +129,7 @@ def build(recipe, out: Path, progress: bool = True) -> dict:
         return encode(tokenizer, row["prompt"], task.response(row["answer"]))
 
     def synthetic_judgment():
-        row = _train_prompt(task, rng)
-        x = int(row["answer"])
-        y = x if rng.random() < 0.5 else near_miss(x, rng)
-        return judge_example(tokenizer, tpl, row["prompt"], task.response(y), w)
+        return synthetic_judgment_example(tokenizer, recipe, task, rng)
 
     def phase1(step):
         n_gen = round(recipe.batch_size * recipe.gen_fraction)
@@ -247,10 +244,12 @@ if __name__ == "__main__":
 def replay_examples(tokenizer, recipe, n: int, seed: int) -> list:
     """Judge rows of the seed's synthetic evaluation data (right and near-miss answers, balanced)."""
     task, rng = EquationTask(), random.Random(seed + 17)
-    out = []
-    for _ in range(n):
-        row = _train_prompt(task, rng)
-        x = int(row["answer"])
-        y = x if rng.random() < 0.5 else near_miss(x, rng)
-        out.append(judge_example(tokenizer, recipe.judge_template, row["prompt"], task.response(y), recipe.verdict_weight))
-    return out
+    return [synthetic_judgment_example(tokenizer, recipe, task, rng) for _ in range(n)]
+
+
+def synthetic_judgment_example(tokenizer, recipe, task: EquationTask, rng: random.Random):
+    """A judge row on a training-space problem: the right answer or a near-miss, half and half."""
+    row = _train_prompt(task, rng)
+    x = int(row["answer"])
+    y = x if rng.random() < 0.5 else near_miss(x, rng)
+    return judge_example(tokenizer, recipe.judge_template, row["prompt"], task.response(y), recipe.verdict_weight)

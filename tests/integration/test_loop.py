@@ -62,3 +62,37 @@ def test_bad_config_fails_before_compute(tmp_path, cache_dir):
                 tmp_path / "bad2", cache_dir)
     assert r.returncode != 0 and "prompt file not found: /nonexistent.jsonl" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_bad_prompt_rows_are_quarantined_and_good_rows_trained_on(tmp_path, cache_dir):
+    train = tmp_path / "train.jsonl"
+    good = [json.dumps({"id": f"g{i}", "prompt": f"{a}x+{b}={a * 3 + b}", "answer": 3}) for i, (a, b) in
+            enumerate([(2, 1), (3, 4), (4, 2), (5, 5), (6, 1), (7, 3), (8, 2), (9, 9), (2, 7), (3, 3), (4, 8),
+                       (5, 1), (6, 6), (7, 7), (8, 8), (9, 1), (2, 2), (3, 9), (4, 4), (5, 3)])]
+    bad = [b'{"prompt": "oops', json.dumps({"text": "x"}).encode(), json.dumps({"prompt": " "}).encode(),
+           json.dumps({"id": "g0", "prompt": "2x+2=8"}).encode(), b'{"prompt": "\xff\xfe"}',
+           json.dumps({"prompt": "9" * 300}).encode()]
+    train.write_bytes(b"\n".join([g.encode() for g in good] + bad) + b"\n")
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text("".join(json.dumps({"prompt": f"{a}x+1={a * 5 + 1}", "answer": 5}) + "\n" for a in range(2, 8)))
+    run = tmp_path / "run"
+    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={evals}",
+                 "data.max_reject_fraction=0.5"], run, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rejected = read_jsonl(run / "rejected.jsonl")
+    reasons = {x["line"]: x["reason"] for x in rejected}
+    assert len(rejected) == 6 and all(x["file"] == str(train) for x in rejected)
+    assert reasons[21].startswith("malformed JSON") and reasons[22] == "no 'prompt' field"
+    assert reasons[23] == "empty prompt" and reasons[24] == "duplicate id 'g0'"
+    assert reasons[25].startswith("not UTF-8") and "exceeds the context" in reasons[26]
+    trained_on = {s["prompt_id"] for s in read_jsonl(run / "iter_001" / "selected.jsonl")}
+    assert trained_on and trained_on <= {f"g{i}" for i in range(20)}
+
+
+def test_too_many_bad_rows_stop_before_compute(tmp_path, cache_dir):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"prompt": "2x+1=5"}\n{"broken\n{"also broken\n')
+    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={train}"],
+                tmp_path / "run", cache_dir)
+    assert r.returncode != 0 and str(train) in r.stderr and "line 2: malformed JSON" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -57,3 +57,13 @@ def test_expected_score_lies_between_scores_and_n_samples_average(tiny_model):
     rows = judge(backend, cands, JudgeConfig(n=3, temperature=1.0, scoring="sampled"), seed=0)
     assert len(rows[0]["raw"]) == 3
     assert rows[0]["score"] in {v / 3 for v in range(3, 16)}
+
+
+def test_verifier_scorer():
+    from selfreward.judge import verify
+
+    cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": a}
+             for i, (t, a) in enumerate([("x=49", "49"), ("x=48", "49"), ("x=3", None)])]
+    rows = verify(cands, JudgeConfig(kind="verifier"))
+    assert [r["score"] for r in rows[:2]] == [5.0, 1.0]
+    assert math.isnan(rows[2]["score"]) and rows[2]["parse_fail"] == 1

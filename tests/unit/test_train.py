@@ -29,3 +29,24 @@ def test_lora_training_changes_every_adapter_weight_and_not_the_base(tiny_model)
     merged = peft_model.merge_and_unload()
     changed = [k for k, v in merged.state_dict().items() if k in base and not torch.equal(v, base[k])]
     assert any("q_proj" in k for k in changed)
+
+
+def test_non_finite_losses_are_skipped_then_abort(tiny_model):
+    import pytest
+
+    from selfreward.train import TrainingAborted, fit
+
+    model, tok = tiny_model
+    model = copy.deepcopy(model)
+    e = encode(tok, "2x+1=5", "x=2")
+    calls = {"n": 0}
+
+    def draw(step):
+        calls["n"] += 1
+        return [e]
+
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingAborted, match="3 non-finite losses in a row"):
+        fit(model, draw, steps=10, lr=1e-3, pad_id=tok.pad_token_id, max_bad_steps=3, progress=False)
+    assert calls["n"] == 3
