@@ -139,7 +139,7 @@ class EvalConfig:
 
 @dataclass
 class AlertsConfig:
-    collapse_answer_entropy: float | None = _f(0.35, "alert when held-out answer entropy falls below this share of the seed's")
+    collapse_answer_entropy: float | None = _f(0.5, "alert when held-out answer entropy falls below this share of the seed's")
     collapse_distinct_all: float | None = _f(0.5, "alert when distinct-1 over all held-out samples falls below this share of the seed's")
     duplicate_rate: float | None = _f(0.9, "alert when this share of a prompt's samples repeat another exactly")
     saturation: float | None = _f(0.5, "alert when this share of prompts get K equal scores")

@@ -12,7 +12,7 @@ from pathlib import Path
 from selfreward.artifacts import write_json
 
 # keys that may change between a run and its resumption: where results go, and how long to go on
-VOLATILE = ("tracking", "iterations", "force_resume", "dry_run")
+VOLATILE = ("tracking", "alerts", "iterations", "force_resume", "dry_run")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -40,15 +40,19 @@ def check_or_create(run_dir: Path, config: dict, force: bool) -> str:
     path = Path(run_dir) / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old["config_hash"] != digest and not force:
-            a, b = _flatten(old["config"]), _flatten(kept)
-            changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if old["config_hash"] == digest:
+            return digest
+        a, b = _flatten(old["config"]), _flatten(kept)
+        changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if not force:
             raise ResumeRefused(
                 f"{run_dir} holds a run with another config ({'; '.join(changed[:8])}). "
                 "Use a new hydra.run.dir, or add force_resume=true to resume it anyway."
             )
-        if old["config_hash"] == digest:
-            return digest
+        # forced: completed stages stay valid (they keep the original hash); the new values apply from here on
+        old.setdefault("forced_changes", []).append(changed)
+        write_json(path, old)
+        return old["config_hash"]
     write_json(path, {"config_hash": digest, "config": kept, "versions": _versions(), "git": _git_sha(),
                       "python": platform.python_version()})
     return digest
