@@ -96,10 +96,11 @@ def sharded(d: Path, name: str, key: dict, items: list, shard_size: int, compute
     `compute(part, shard_index) -> rows`; shard i always holds the same items, so its seed and rows do not
     depend on whether the run was interrupted.
     """
+    shard_dir = Path(d) / f"{name}.shards"
     if (m := completed(d, name, key)) is not None:
+        shutil.rmtree(shard_dir, ignore_errors=True)  # a kill after the manifest, before the clean-up
         return read_jsonl(Path(d) / f"{name}.jsonl"), m["stats"]
     t = time.time()
-    shard_dir = Path(d) / f"{name}.shards"
     stamp = shard_dir / "key.json"
     if stamp.exists() and json.loads(stamp.read_text()) != key:
         shutil.rmtree(shard_dir)  # shards from another config: never mix them in

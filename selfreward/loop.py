@@ -78,6 +78,7 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
                  "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds")}
         row = {
             "iteration": i, **ev, **select_stats, **times,
+            **{k: v for k, v in data_stats.items() if k.startswith("contamination/")},
             "sample/accuracy": mean(float(c["correct"]) for c in candidates if c["correct"] is not None),
             "sample/mean_logprob": mean(c["logprob"] for c in candidates),
             "sample/entropy": mean(c["entropy"] for c in candidates),

@@ -21,6 +21,8 @@ def test_tiny_loop_writes_every_artifact(tmp_path, cache_dir):
     for x in rows[1:]:
         assert x["judge/parse_fail_rate"] == 0.0
         assert "select/kept" in x and "time/iteration_s" in x and "eval/accuracy" in x
+        for prefix in ("diversity/", "collapse/", "judge/saturation", "hacking/", "contamination/"):
+            assert any(k.startswith(prefix) for k in x), prefix
     assert "eval/greedy_accuracy" in rows[0] and "judge/agreement" in rows[0]
     it = run / "iter_001"
     cands = read_jsonl(it / "candidates.jsonl")

@@ -65,3 +65,26 @@ def test_contaminated_eval_prompts_are_dropped_or_stop_the_run(tmp_path):
     assert (tmp_path / "contaminated.jsonl").exists()
     with pytest.raises(DataError, match="overlap training prompts"):
         decontaminate(train, evals, SimpleNamespace(contamination_n=13, on_contamination="stop"), tmp_path)
+
+
+def test_sharded_stage_resumes_and_cleans_up(tmp_path):
+    from selfreward.artifacts import sharded
+
+    calls = []
+
+    def compute(part, k):
+        calls.append(k)
+        return [{"x": x} for x in part]
+
+    key = {"config": "a"}
+    (tmp_path / "s.shards").mkdir()
+    (tmp_path / "s.shards" / "key.json").write_text(json.dumps(key))
+    (tmp_path / "s.shards" / "00001.jsonl").write_text('{"x": 2}\n{"x": 3}\n')  # shard 1 survived a kill
+    rows, _ = sharded(tmp_path, "s", key, [0, 1, 2, 3, 4], 2, compute)
+    assert [r["x"] for r in rows] == [0, 1, 2, 3, 4] and calls == [0, 2]
+    assert not (tmp_path / "s.shards").exists()
+    (tmp_path / "s.shards").mkdir()  # killed after the manifest but before the clean-up
+    rows, _ = sharded(tmp_path, "s", key, [0, 1, 2, 3, 4], 2, compute)
+    assert calls == [0, 2] and not (tmp_path / "s.shards").exists()
+    rows, _ = sharded(tmp_path, "s", {"config": "b"}, [7], 2, compute)  # another key: recomputed
+    assert [r["x"] for r in rows] == [7]
