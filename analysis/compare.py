@@ -55,7 +55,7 @@ def fmt(v) -> str:
 
 def table(runs: list[dict]) -> str:
     params = sorted({k for r in runs for k in r["swept"]})
-    head = ["run", *params, "iterations", *COLUMNS, "alerts"]
+    head = ["run", *params, "last iteration", *COLUMNS, "alerts"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         last = r["rows"][-1]

@@ -32,7 +32,7 @@ def app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode.name == "MULTIRUN" and cfg.tracking.group is None:
-        cfg.tracking.group = Path(hc.sweep.dir).name  # one W&B group per sweep
+        cfg.tracking.group = "_".join(Path(hc.sweep.dir).parts[-2:])  # one W&B group per sweep, named by its folder
     if cfg.dry_run:
         from selfreward.plan import plan
 

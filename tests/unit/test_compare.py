@@ -25,7 +25,7 @@ def test_compare_writes_table_and_plots(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     table = (out / "table.md").read_text().splitlines()
-    assert table[0].startswith("| run | sampling.k | sampling.temperature | iterations | eval/accuracy")
+    assert table[0].startswith("| run | sampling.k | sampling.temperature | last iteration | eval/accuracy")
     assert any("| 4 | 1.0 | 1 | 0.600 |" in line for line in table)
     assert all((out / f"{p}.png").stat().st_size > 5000 for p in ("accuracy", "diversity", "saturation"))
     r = subprocess.run([sys.executable, str(ROOT / "analysis" / "compare.py"), str(sweep), "--out", str(out),
