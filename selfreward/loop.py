@@ -63,7 +63,9 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
         judgments, st_judge = sharded(d, "judgments", key, candidates, shard * cfg.sampling.k,
                                       lambda part, k: judge(backend, part, cfg.judge, shard_seed(cfg, i, k),
                                                             cfg.sampling.system_prompt))
-        scores = {(j["prompt_id"], j["cand_idx"]): nan_if_none(j["score"]) for j in judgments}
+        for j in judgments:  # JSON keeps a failed judgment's NaN as null
+            j["score"] = math.nan if j["score"] is None else j["score"]
+        scores = {(j["prompt_id"], j["cand_idx"]): j["score"] for j in judgments}
         selected, pairs, select_stats = select(candidates, scores, cfg.selection, cfg.seed * 1000 + i)
         write_jsonl(d / "selected.jsonl", selected)
         write_jsonl(d / "pairs.jsonl", pairs)
@@ -76,20 +78,10 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
         eval_rows, ev = jsonl_stage(d, "eval", key, lambda: evaluate(backend, eval_prompts, cfg, cfg.seed, seed_ref))
         times = {"time/sample_s": st_sample["seconds"], "time/judge_s": st_judge["seconds"],
                  "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds")}
-        row = {
-            "iteration": i, **ev, **select_stats, **times,
-            **{k: v for k, v in data_stats.items() if k.startswith("contamination/")},
-            "sample/accuracy": mean(float(c["correct"]) for c in candidates if c["correct"] is not None),
-            "sample/mean_logprob": mean(c["logprob"] for c in candidates),
-            "sample/entropy": mean(c["entropy"] for c in candidates),
-            **judge_report(candidates, judgments, cfg.judge.accept, prefix="judge/train_"),
-            "judge/parse_fail_rate": judge_report(candidates, judgments, cfg.judge.accept)["judge/parse_fail_rate"],
-            "train/loss": st_train["loss_last"], "train/steps": st_train["steps"],
-            "train/skipped_steps": st_train["skipped_steps"], "train/tokens": st_train["tokens"],
-            "time/iteration_s": sum(times.values()),
-        }
+        row = {"iteration": i, **ev, **select_stats, **times, "time/iteration_s": sum(times.values()),
+               **{k: v for k, v in data_stats.items() if k.startswith("contamination/")},
+               **iteration_metrics(candidates, judgments, scores, pairs, st_train, cfg.judge.accept)}
         row.update(collapse(row, tracker.rows[0]))
-        row.update(hacking_report(candidates, scores, pairs))
         write_json(d / "metrics.json", row)
         alerts = check_alerts(row, cfg.alerts)
         tracker.log(row, examples(candidates, cfg, scores, selected), alerts,
@@ -106,8 +98,19 @@ def shard_seed(cfg, iteration: int, shard: int) -> int:
     return (cfg.seed * 1_000_003 + iteration * 10_007 + shard * 101) % (2**31)
 
 
-def nan_if_none(x):
-    return math.nan if x is None else x
+def iteration_metrics(candidates, judgments, scores, pairs, train_stats: dict, accept: float) -> dict:
+    """What the sampling, judging and training of one iteration did: sample/, judge/train_*, train/, hacking/."""
+    judged = judge_report(candidates, judgments, accept, prefix="judge/train_")
+    return {
+        "sample/accuracy": mean(float(c["correct"]) for c in candidates if c["correct"] is not None),
+        "sample/mean_logprob": mean(c["logprob"] for c in candidates),
+        "sample/entropy": mean(c["entropy"] for c in candidates),
+        **judged,
+        "judge/parse_fail_rate": judged["judge/train_parse_fail_rate"],
+        "train/loss": train_stats["loss_last"], "train/steps": train_stats["steps"],
+        "train/skipped_steps": train_stats["skipped_steps"], "train/tokens": train_stats["tokens"],
+        **hacking_report(candidates, scores, pairs),
+    }
 
 
 def train_stage(d: Path, key: dict, start, tokenizer, winners, replay, cfg, seed: int):

@@ -60,3 +60,20 @@ def test_embedding_similarity_of_identical_and_different_candidates():
     diff = [{"prompt_id": "q", "text": t} for t in ["the cat sat on the mat", "stock markets fell sharply", "x=49"]]
     assert mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-4)
     assert mean_pairwise_cosine(diff) < 0.5
+
+
+def test_failed_judgments_count_as_parse_failures_and_are_never_selected():
+    from types import SimpleNamespace
+
+    from selfreward.select import select
+
+    cands = [{"prompt_id": "p", "cand_idx": i, "prompt": "Q", "text": t, "correct": y, "final": None, "logprob": 0.0}
+             for i, (t, y) in enumerate([("a", True), ("b", False)])]
+    judg = [{"prompt_id": "p", "cand_idx": 0, "score": math.nan, "parse_fail": 1},
+            {"prompt_id": "p", "cand_idx": 1, "score": 1.0, "parse_fail": 0}]
+    r = judge_report(cands, judg, accept=3.0)
+    assert r["judge/parse_fail_rate"] == 0.5
+    cfg = SimpleNamespace(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="first",
+                          pair_margin=1.0, seed=0)
+    sel, _, _ = select(cands, {("p", 0): math.nan, ("p", 1): 1.0}, cfg)
+    assert [s["completion"] for s in sel] == ["b"]
