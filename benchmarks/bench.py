@@ -11,6 +11,7 @@ fp32 peak where the CPU has no fast bf16).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import resource
@@ -55,7 +56,8 @@ def ours(model, tok, prompts, k: int, train_steps: int) -> dict:
     judge_tokens = sum(len(tok(str(j["raw"])).input_ids) + 1 for j in judgments)
     rows = [{"prompt": c["prompt"], "completion": c["text"]} for c in cands[: max(1, len(cands) // k)]]
     t = time.perf_counter()
-    _, st = train_lora(model, tok, rows, [], TrainConfig(steps=train_steps, replay_fraction=0.0), seed=0)
+    # a copy: LoRA wraps the model in place, and the naive run must start from the same weights
+    _, st = train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(steps=train_steps, replay_fraction=0.0), seed=0)
     tt = time.perf_counter() - t
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "gen_tokens": gen_tokens, "judge_tokens": judge_tokens,
             "train_tokens": st["tokens"], "judgments": len(judgments)}
@@ -64,12 +66,12 @@ def ours(model, tok, prompts, k: int, train_steps: int) -> dict:
 _SCORE = re.compile(r":([1-5])")
 
 
-@torch.inference_mode()
 def naive(model, tok, prompts, k: int, train_steps: int, batch: int) -> dict:
     """The same work as popular self-rewarding code does it: one prompt at a time, free-text judge parsed by regex."""
     tok.padding_side = "left"
     t = time.perf_counter()
     cands = []
+    torch.set_grad_enabled(False)
     for p in prompts:
         ids = tok(chat(tok, p["prompt"]), return_tensors="pt", add_special_tokens=False)
         for _ in range(k):
@@ -86,10 +88,10 @@ def naive(model, tok, prompts, k: int, train_steps: int, batch: int) -> dict:
         parsed += bool(_SCORE.search(tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)))
     tj = time.perf_counter() - t
     rows = [{"prompt": p, "completion": c} for p, c in cands[: max(1, len(cands) // k)]]
+    torch.set_grad_enabled(True)
     t = time.perf_counter()
-    with torch.enable_grad():
-        # one example per step: the same number of examples as our `train_steps` batches
-        train_lora(model, tok, rows, [], TrainConfig(steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0)
+    # one example per step: the same number of examples as our `train_steps` batches
+    train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0)
     tt = time.perf_counter() - t
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "parse_rate": parsed / len(cands)}
 
