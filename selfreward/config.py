@@ -237,22 +237,6 @@ def check(cfg: Any) -> None:
         raise ConfigError("data.prompts_per_iteration must be >= 0")
 
 
-def check_context(cfg: Any, prompt_tokens: int, judge_tokens: int, context: int) -> None:
-    """Prompt plus generation budget must fit the model's context."""
-    need = prompt_tokens + cfg.sampling.max_new_tokens
-    if need > context:
-        raise ConfigError(
-            f"longest prompt ({prompt_tokens} tokens) + sampling.max_new_tokens ({cfg.sampling.max_new_tokens}) "
-            f"= {need} exceeds the model context ({context}): shorten prompts or lower sampling.max_new_tokens"
-        )
-    need = judge_tokens + cfg.judge.max_new_tokens
-    if need > context:
-        raise ConfigError(
-            f"longest judge prompt ({judge_tokens} tokens) + judge.max_new_tokens ({cfg.judge.max_new_tokens}) "
-            f"= {need} exceeds the model context ({context}): use a shorter judge.template or budget"
-        )
-
-
 def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
