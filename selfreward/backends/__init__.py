@@ -14,15 +14,22 @@ class Judgment:
 
 
 class Backend(Protocol):
+    tokenizer: object  # a Hugging Face tokenizer: stages format prompts with its chat template
+    last_seeds: list[int]  # the seed each prompt of the last generate call was sampled under
+
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int
+        self, prompts: list[str], n: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int,
+        batch_size: int = 512, desc: str = "sample",
     ) -> list[list[str]]:
         """n completions per already-formatted prompt (temperature 0 = greedy)."""
 
     def judge(
-        self, prompts: list[str], regex: str, scores: list[int], temperature: float, max_new_tokens: int, seed: int
+        self, prompts: list[str], regex: str, scores: list[int], temperature: float, max_new_tokens: int, seed: int,
+        batch_size: int = 512, desc: str = "judge",
     ) -> list[Judgment]:
         """One constrained judgment per formatted judge prompt."""
 
-    def logprob(self, prompts: list[str], completions: list[str]) -> list[tuple[float, float]]:
+    def logprob(
+        self, prompts: list[str], completions: list[str], batch_size: int = 256, desc: str = "logprob"
+    ) -> list[tuple[float, float]]:
         """(mean token log-prob, mean token entropy) of each completion under the policy."""
