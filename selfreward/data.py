@@ -22,11 +22,42 @@ def builtin(cfg) -> tuple[list[dict], list[dict]]:
     return pool(task, cfg.n_train, cfg.seed, evaluation=False), pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
 
 
+def read_dataset(spec: str, fits=None) -> tuple[list[dict], list[dict]]:
+    """Prompts from a Hugging Face dataset: `hf:NAME:SPLIT[:FIELD]` (FIELD defaults to `prompt`; a list of chat
+    messages uses its first user turn). Rows are validated like JSONL lines; the row index stands for the line."""
+    parts = spec[3:].split(":")
+    if len(parts) not in (2, 3):
+        raise DataError(f"dataset spec {spec!r}: expected hf:NAME:SPLIT or hf:NAME:SPLIT:FIELD")
+    name, split, field = parts[0], parts[1], parts[2] if len(parts) == 3 else "prompt"
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown name or split: say which and why
+        raise DataError(f"dataset {name!r} split {split!r} could not be loaded: {type(e).__name__}: {e}") from e
+    good, bad, seen = [], [], set()
+    for n, row in enumerate(ds):
+        prompt = row.get(field)
+        if isinstance(prompt, list):  # chat messages
+            prompt = next((m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"), None)
+        rid = str(row.get("id") or row.get("prompt_id") or f"{name}-{split}-{n}")
+        why = (f"no text in field {field!r}" if not isinstance(prompt, str) or not prompt.strip()
+               else f"duplicate id {rid!r}" if rid in seen else fits(prompt) if fits is not None else None)
+        if why:
+            bad.append({"file": f"{name}:{split}", "line": n, "reason": why, "text": str(prompt)[:200]})
+            continue
+        seen.add(rid)
+        good.append({"id": rid, "prompt": prompt, **({"answer": str(row["answer"])} if row.get("answer") is not None else {})})
+    return good, bad
+
+
 def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
     """Good rows and rejected rows (with line number and reason) of a JSONL prompt file.
 
     `fits(prompt) -> str | None` returns a reason when a prompt does not fit the model's context.
     """
+    if path.startswith("hf:"):
+        return read_dataset(path, fits)
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"prompt file not found: {p}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from selfreward.embed import mean_pairwise_cosine
 from selfreward.judge import judge
 from selfreward.metrics import diversity_report, judge_report, mean
-from selfreward.prompting import chat
+from selfreward.prompting import chat, cut
 from selfreward.verifier import extract_answer, is_correct
 
 
@@ -19,6 +19,8 @@ def evaluate(backend, prompts: list[dict], cfg, seed: int, reference=None) -> tu
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, seed, batch_size=s.batch_size, desc="eval greedy")
     sampled = backend.generate(inputs, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, s.top_k, s.max_new_tokens,
                                seed + 1, batch_size=s.batch_size, desc="eval sample")
+    greedy = [[cut(t, s.stop) for t in g] for g in greedy]
+    sampled = [[cut(t, s.stop) for t in texts] for texts in sampled]
     rows = [
         {"prompt_id": p["id"], "prompt": p["prompt"], "cand_idx": j, "text": t, "answer": p.get("answer"),
          "final": extract_answer(t), "correct": is_correct(t, p.get("answer")), "greedy": g[0],

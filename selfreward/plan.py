@@ -1,21 +1,108 @@
-"""`dry_run=true`: what a run would do, checked without loading weights or touching the network."""
+"""`dry_run=true`: what a run would do, checked without loading weights or touching the network.
+
+Memory figures are estimates from the architecture (a local config.json, or a few known hub models):
+weights = params x bytes per param; KV cache = 2 x layers x KV heads x head dim x bytes, per token;
+LoRA training = frozen weights + adapter (weights, grads, Adam: 16 bytes per param) + activations.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+GIB = 2**30
+
+# Architectures of hub models the experiments name, so the plan needs no network.
+KNOWN = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": dict(
+        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192, tie_word_embeddings=False,
+    ),
+}
+
+
+def architecture(cfg) -> dict | None:
+    """The model's config.json fields: a local directory's, or the known table's for a hub id; None if unknown."""
+    path = Path(cfg.model.path).expanduser()
+    if (path / "config.json").is_file():
+        arch = json.loads((path / "config.json").read_text())
+        return arch.get("text_config", arch)
+    return KNOWN.get(cfg.model.path)
+
+
+def estimate(arch: dict, cfg) -> dict:
+    """Parameter count and GiB for weights, the sampling KV cache and LoRA training (one copy, no sharding)."""
+    h, n_layers, v = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
+    heads = arch["num_attention_heads"]
+    kv_heads = arch.get("num_key_value_heads", heads)
+    head_dim = arch.get("head_dim") or h // heads
+    inter = arch["intermediate_size"]
+    attn = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2
+    mlp = 3 * h * inter
+    embed = v * h * (1 if arch.get("tie_word_embeddings", False) else 2)
+    params = n_layers * (attn + mlp) + embed
+    bytes_per = 4 if cfg.model.dtype == "float32" else 2
+    s, r = cfg.sampling, cfg.train.lora.r
+    context = (arch.get("max_position_embeddings") or 4096) if cfg.vllm.max_model_len is None else cfg.vllm.max_model_len
+    seq_len = min(context, 1024 + s.max_new_tokens)  # a long prompt plus the response budget
+    kv_per_token = 2 * n_layers * kv_heads * head_dim * bytes_per
+    concurrent = min(256, (cfg.data.prompts_per_iteration or 256) * s.k)
+    shapes = {"q_proj": (h, heads * head_dim), "k_proj": (h, kv_heads * head_dim), "v_proj": (h, kv_heads * head_dim),
+              "o_proj": (heads * head_dim, h), "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+    lora = n_layers * sum(r * (a + b) for name, (a, b) in shapes.items() if name in cfg.train.lora.target_modules)
+    # activations kept for backward per token: ~34 x hidden bytes per layer in bf16, or with gradient checkpointing
+    # one hidden state per layer plus one layer's worth
+    t = cfg.train
+    rows = t.micro_batch or t.batch_size
+    per_token = (2 * n_layers + 34) * h if t.gradient_checkpointing else 34 * h * n_layers
+    activations = rows * seq_len * per_token
+    return {
+        "params": params,
+        "weights": params * bytes_per / GIB,
+        "kv": kv_per_token * seq_len * concurrent / GIB,
+        "concurrent": concurrent,
+        "seq_len": seq_len,
+        "lora_params": lora,
+        "train": (params * bytes_per + lora * 16 + activations) / GIB,
+    }
+
 
 def plan(cfg) -> str:
-    s, j, sel, t = cfg.sampling, cfg.judge, cfg.selection, cfg.train
+    s, j, sel, t, vc = cfg.sampling, cfg.judge, cfg.selection, cfg.train, cfg.vllm
     prompts = cfg.data.prompts_per_iteration or "all"
+    gpus = vc.tensor_parallel_size * vc.data_parallel_size if cfg.backend == "vllm" else 1
     lines = [
         "selfreward plan (dry run: nothing loaded)",
         f"  model      {cfg.model.path} (init={cfg.model.init}, dtype={cfg.model.dtype})",
-        f"  backend    {cfg.backend} on {cfg.device}",
+        f"  backend    {cfg.backend} on {cfg.device}"
+        + (f" (tensor parallel {vc.tensor_parallel_size} x data parallel {vc.data_parallel_size}, "
+           f"sleep mode {'on' if vc.enable_sleep_mode else 'off'}, adapters served with LoRARequest)"
+           if cfg.backend == "vllm" else ""),
         f"  data       train={cfg.data.train_prompts or 'built-in ' + cfg.data.task}, eval={cfg.data.eval_prompts or 'built-in held-out'}",
         f"  iterations {cfg.iterations}: per iteration {prompts} prompts",
+        "  stages     sample -> judge -> select -> train (LoRA) -> evaluate, per iteration; the seed evaluated first",
         f"  sample     K={s.k}, temperature={s.temperature}, top_p={s.top_p}, max_new_tokens={s.max_new_tokens}",
-        f"  judge      {j.template}, scores {list(j.scores)}, scoring={j.scoring}, n={j.n}",
+        f"  judge      {j.kind}: {j.template}, scores {list(j.scores)}, scoring={j.scoring}, n={j.n}",
         f"  select     {sel.strategy}, top_k={sel.top_k}, threshold={sel.threshold}, min_margin={sel.min_margin}",
-        f"  train      LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, steps={t.steps}, merge={t.merge}",
+        f"  train      LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, steps={t.steps}, merge={t.merge}, "
+        f"processes={t.processes}" + (f" ({t.accelerate_config})" if t.processes > 1 else ""),
         f"  eval       K={cfg.eval.k} sampled + greedy on held-out prompts",
+        f"  GPUs       {max(gpus, t.processes)} (generation {gpus}, training {t.processes})",
     ]
+    arch = architecture(cfg)
+    if arch is None:
+        lines.append("  memory     unknown: no local config.json for this model (estimates need its architecture)")
+        return "\n".join(lines)
+    e = estimate(arch, cfg)
+    per_gpu = e["weights"] / vc.tensor_parallel_size
+    lines += [
+        f"  memory     {e['params'] / 1e9:.2f}B parameters; estimates in GiB:",
+        f"    weights        {e['weights']:7.1f}  ({per_gpu:.1f} per GPU at tensor parallel {vc.tensor_parallel_size})",
+        f"    KV cache       {e['kv']:7.1f}  ({e['concurrent']} sequences x {e['seq_len']} tokens in flight)",
+        f"    LoRA training  {e['train']:7.1f}  (frozen weights + {e['lora_params'] / 1e6:.1f}M adapter params with "
+        f"Adam + activations at micro-batch {t.micro_batch or t.batch_size}"
+        f"{', checkpointed' if t.gradient_checkpointing else ''}; weights split over {t.processes} process(es) with FSDP)",
+    ]
+    if cfg.backend == "vllm" and not vc.enable_sleep_mode:
+        lines.append("    note: training shares the GPU with the engine; vllm.enable_sleep_mode=true frees it while training")
     return "\n".join(lines)

@@ -35,6 +35,13 @@ def render_judge(template: str, prompt: str, response: str) -> str:
     return _template(str(template_path(template))).render(prompt=prompt, response=response).strip()
 
 
+def cut(text: str, stops) -> str:
+    """The response up to the first stop string (base models run on past their answer)."""
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text
+
+
 def chat(tokenizer, text: str, system: str | None = None, few_shot: str | None = None) -> str:
     """The model input for a user message: the chat template if the tokenizer has one, else plain text."""
     if few_shot:

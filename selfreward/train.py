@@ -21,9 +21,10 @@ class Example:
     last_weight: float = 1.0
 
 
-def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0, system: str | None = None) -> Example:
-    """Tokenise (prompt, completion) with the chat template; the completion ends with EOS."""
-    p = tokenizer(chat(tokenizer, prompt, system), add_special_tokens=False).input_ids
+def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0, system: str | None = None,
+           few_shot: str | None = None) -> Example:
+    """Tokenise (prompt, completion) as the sampler formatted it; the completion ends with EOS."""
+    p = tokenizer(chat(tokenizer, prompt, system, few_shot), add_special_tokens=False).input_ids
     c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return Example(ids=p + c, n_prompt=len(p), last_weight=last_weight)
 
@@ -76,16 +77,24 @@ def fit(
     schedule: str = "constant",
     max_grad_norm: float = 1.0,
     max_bad_steps: int = 5,
+    micro_batch: int = 0,
+    accelerator=None,
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
     """Run `steps` AdamW steps on batches from `draw(step) -> list[Example]`.
 
-    Non-finite losses skip the step; `max_bad_steps` of them in a row raise TrainingAborted.
+    `micro_batch` > 0 accumulates gradients over chunks of that many rows. With an `accelerator` (accelerate,
+    one process per device) every rank draws the same batch and trains on its own slice of it.
+    Non-finite losses skip the step (on every rank); `max_bad_steps` of them in a row raise TrainingAborted.
     """
-    device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    rank, world = 0, 1
+    if accelerator is not None:
+        model, opt = accelerator.prepare(model, opt)
+        rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -98,12 +107,25 @@ def fit(
     amp = autocast_dtype(device)
     model.train()
     losses, skipped, bad_run, tokens = [], 0, 0, 0
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=desc, disable=not progress or rank > 0, leave=False, dynamic_ncols=True)
     for step in bar:
-        batch = collate(draw(step), pad_id, device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = weighted_loss(model, batch)
-        if not torch.isfinite(loss):
+        rows = draw(step)[rank::world]
+        size = micro_batch if micro_batch > 0 else len(rows)
+        total, finite = 0.0, True
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            batch = collate(chunk, pad_id, device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = weighted_loss(model, batch) * (len(chunk) / len(rows))
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            accelerator.backward(loss) if accelerator is not None else loss.backward()
+            total += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        if accelerator is not None:  # every rank skips together, or DDP's collectives fall out of step
+            finite = bool(accelerator.reduce(torch.tensor(float(not finite), device=device), "sum").item() == 0)
+        if not finite:
             skipped += 1
             bad_run += 1
             opt.zero_grad(set_to_none=True)
@@ -114,13 +136,14 @@ def fit(
                 )
             continue
         bad_run = 0
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        if accelerator is not None:
+            accelerator.clip_grad_norm_(params, max_grad_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
+        losses.append(total)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     model.eval()
@@ -146,7 +169,8 @@ def mixture(primary: list[Example], replay: list[Example], batch_size: int, repl
     return draw
 
 
-def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, seed: int, system: str | None = None):
+def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, seed: int, system: str | None = None,
+               few_shot: str | None = None, accelerator=None):
     """LoRA-SFT of `model` on prompt/completion rows. Returns (peft model, stats)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -163,7 +187,9 @@ def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, s
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, lora)
-    examples = [encode(tokenizer, r["prompt"], r["completion"], system=system) for r in rows]
+    if cfg.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    examples = [encode(tokenizer, r["prompt"], r["completion"], system=system, few_shot=few_shot) for r in rows]
     if not examples:
         return peft_model, {"steps": 0, "skipped_steps": 0, "tokens": 0, "loss_first": float("nan"), "loss_last": float("nan")}
     draw = mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed)
@@ -175,6 +201,8 @@ def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, s
         tokenizer.pad_token_id,
         max_grad_norm=cfg.max_grad_norm,
         max_bad_steps=cfg.max_bad_steps,
+        micro_batch=cfg.micro_batch,
+        accelerator=accelerator,
         desc="train",
     )
     return peft_model, stats

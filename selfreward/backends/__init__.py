@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -33,3 +34,9 @@ class Backend(Protocol):
         self, prompts: list[str], completions: list[str], batch_size: int = 256, desc: str = "logprob"
     ) -> list[tuple[float, float]]:
         """(mean token log-prob, mean token entropy) of each completion under the policy."""
+
+    def update(self, policy, adapter_dir: Path | None, iteration: int = 0) -> None:
+        """After training: generate with the new policy (transformers) or serve its saved adapter (vLLM)."""
+
+    def pause(self) -> None:
+        """Before training: give the accelerator's memory to the trainer where the engine can sleep."""

@@ -63,11 +63,15 @@ class HFBackend:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def set_model(self, model) -> None:
-        """Swap in the next iteration's policy; constraint indexes depend only on the tokenizer and stay cached."""
-        self.model = model
+    def update(self, policy, adapter_dir: Path | None = None, iteration: int = 0) -> None:
+        """Swap in the next iteration's policy (merged, or the PEFT model itself); constraint indexes depend only on
+        the tokenizer and stay cached."""
+        self.model = policy
         if self._outlines is not None:
-            self._outlines.model = model
+            self._outlines.model = policy
+
+    def pause(self) -> None:
+        """Nothing to free: training uses the same model object."""
 
     def _batches(self, prompts: list[str], per_batch: int, desc: str):
         """Index batches of prompts of similar length (less padding), in a fixed order."""

