@@ -132,7 +132,9 @@ def run_tests(code: str, tests: str, entry_point: str | None = None, timeout: fl
                 except ProcessLookupError:
                     pass
                 proc.wait()
-        text = log.read_text(encoding="utf-8", errors="replace")[-4000:]
+        with open(log, "rb") as f:  # only the tail: the output may be up to the file-size limit
+            f.seek(max(0, log.stat().st_size - 4000))
+            text = f.read().decode("utf-8", errors="replace")
     lines = text.rstrip("\n").splitlines()
     passed = status is None and proc.returncode == 0 and bool(lines) and lines[-1] == token
     if status is None:
