@@ -52,7 +52,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = _f("equation", "built-in task used when no prompt file is given")
-    train_prompts: str | None = _f(None, "JSONL of training prompts (prompt, optional id/answer)")
+    train_prompts: str | None = _f(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point)")
     eval_prompts: str | None = _f(None, "JSONL of held-out evaluation prompts")
     n_train: int = _f(4096, "size of the built-in training pool")
     n_eval: int = _f(200, "size of the built-in held-out evaluation set")
