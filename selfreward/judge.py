@@ -1,4 +1,5 @@
-"""Judge stage: the policy scores each candidate with a rubric, its output forced into the score schema."""
+"""Judge stage: score each candidate by `judge.kind`: the policy with a rubric (constrained), programs, a reward model,
+both orders of pairwise comparisons, or a combination."""
 
 from __future__ import annotations
 
