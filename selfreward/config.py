@@ -6,6 +6,7 @@ dataclasses, so a misspelt key or a wrong type fails when Hydra composes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = _f("equation", "built-in task used when no prompt file is given")
-    train_prompts: str | None = _f(None, "JSONL of training prompts (prompt, optional id/answer)")
+    train_prompts: str | None = _f(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point)")
     eval_prompts: str | None = _f(None, "JSONL of held-out evaluation prompts")
     n_train: int = _f(4096, "size of the built-in training pool")
     n_eval: int = _f(200, "size of the built-in held-out evaluation set")
@@ -79,7 +80,8 @@ class SamplingConfig:
 
 @dataclass
 class JudgeConfig:
-    kind: str = _f("self", "self (the policy judges, constrained by Outlines) | verifier (answer match; needs answers)")
+    kind: str = _f("self", "self (the policy judges, constrained by Outlines) | verifier (answer match or code tests) | "
+                           "reward_model (a HF sequence-classification model) | combined | pairwise (the policy compares two)")
     template: str = _f("equation_check.jinja", "Jinja rubric: a file in prompts/ or any path")
     reasoning_regex: str = _f(
         r"[0-9]{1,2}\*[0-9]{1,4}=[0-9]{1,5};[0-9]{1,5}\+[0-9]{1,3}=[0-9]{3,5}\|[0-9]{3,5}",
@@ -93,16 +95,27 @@ class JudgeConfig:
     max_new_tokens: int = _f(40, "judge output budget in tokens")
     batch_size: int = _f(512, "judgments per generate call")
     accept: float = _f(3.0, "score at or above which a judgment counts as 'correct' for agreement")
+    verifier: str = _f("auto", "auto (rows with `tests` run code, rows with `answer` match it) | answer | code")
+    answer_regex: str | None = _f(None, "regex whose group 1 is the final answer (None = \\boxed{} value, else last number)")
+    timeout: float = _f(5.0, "wall-clock seconds per code-test run (then it fails)")
+    memory_mb: int = _f(1024, "address-space limit of a code-test run in MiB")
+    workers: int = _f(2, "code-test runs in parallel")
+    reward_model: str | None = _f(None, "path of a HF sequence-classification reward model (kind=reward_model or in weights)")
+    combine: str = _f("gate", "combined: gate (the verifier passes/fails; the self-judge ranks the passing) | weighted")
+    weights: dict[str, float] = _f({}, "combined=weighted: weight per scorer (verifier, self, reward_model; 0 = skip it); "
+                                       "score = weighted sum of their scores, each in its own units")
+    opponents: int = _f(3, "pairwise with K > 4: random opponents per candidate (K <= 4: all pairs)")
 
 
 @dataclass
 class SelectionConfig:
     strategy: str = _f("judge", "judge | random | majority | logprob")
     top_k: int = _f(1, "winners kept per prompt")
-    threshold: float | None = _f(3.0, "minimum score to keep a candidate (None = keep the best always)")
+    threshold: float | None = _f(3.0, "minimum score to keep a candidate, in the scorer's units (None = keep the best always)")
     min_margin: float = _f(0.0, "skip prompts whose best-minus-worst score is below this (saturated)")
     tie_break: str = _f("shortest", "shortest | first: order among equal scores")
     pair_margin: float = _f(1.0, "write a chosen/rejected pair when best minus worst score is at least this")
+    length_tolerance: float = _f(0.0, "prefer the shortest candidate scoring within this of the best (0 = off)")
     seed: int = _f(0, "seed of the random control")
 
 
@@ -214,7 +227,9 @@ _CHOICES = {
     "model.dtype": ("auto", "float32", "bfloat16"),
     "backend": ("hf", "vllm"),
     "judge.scoring": ("expected", "sampled"),
-    "judge.kind": ("self", "verifier"),
+    "judge.kind": ("self", "verifier", "reward_model", "combined", "pairwise"),
+    "judge.verifier": ("auto", "answer", "code"),
+    "judge.combine": ("gate", "weighted"),
     "selection.strategy": ("judge", "random", "majority", "logprob"),
     "selection.tie_break": ("shortest", "first"),
     "train.start_from": ("previous", "seed"),
@@ -253,6 +268,9 @@ def check(cfg: Any) -> None:
         raise ConfigError("judge.n must be >= 1")
     if j.n > 1 and j.temperature <= 0:
         raise ConfigError("judge.n > 1 averages samples: set judge.temperature > 0")
+    check_judge(j)
+    if sel.length_tolerance < 0:
+        raise ConfigError("selection.length_tolerance must be >= 0 (0 = off)")
     if not 0.0 <= cfg.train.replay_fraction < 1.0:
         raise ConfigError("train.replay_fraction must be in [0, 1)")
     if cfg.backend == "vllm" and cfg.train.merge and cfg.train.start_from == "previous" and cfg.iterations > 1:
@@ -272,6 +290,33 @@ def check(cfg: Any) -> None:
         raise ConfigError("backend=vllm loads weights from model.path: model.init=random needs backend=hf")
     if cfg.data.prompts_per_iteration < 0:
         raise ConfigError("data.prompts_per_iteration must be >= 0")
+
+
+_SCORERS = ("verifier", "self", "reward_model")
+
+
+def check_judge(j: Any) -> None:
+    """The scorer's own fields: regex, sandbox limits, reward-model path, combination weights."""
+    if j.answer_regex is not None:
+        try:
+            groups = re.compile(j.answer_regex).groups
+        except re.error as e:
+            raise ConfigError(f"judge.answer_regex={j.answer_regex!r} does not compile: {e}") from e
+        if groups < 1:
+            raise ConfigError(f"judge.answer_regex={j.answer_regex!r} needs a capture group around the answer, e.g. 'Answer: (\\S+)'")
+    if j.timeout <= 0 or j.memory_mb < 64 or j.workers < 1:
+        raise ConfigError("judge.timeout must be > 0, judge.memory_mb >= 64 and judge.workers >= 1")
+    if j.kind == "combined":
+        unknown = sorted(set(j.weights) - set(_SCORERS))
+        if unknown:
+            raise ConfigError(f"judge.weights has unknown scorers {unknown}; use {list(_SCORERS)}")
+        if j.combine == "weighted" and not any(j.weights.values()):
+            raise ConfigError("judge.combine=weighted needs judge.weights, e.g. {verifier: 1.0, self: 1.0}")
+    uses_rm = j.kind == "reward_model" or (j.kind == "combined" and j.combine == "weighted" and j.weights.get("reward_model"))
+    if uses_rm and not j.reward_model:
+        raise ConfigError("this judge needs a reward model: set judge.reward_model=PATH (a HF sequence-classification model)")
+    if j.kind == "pairwise" and j.opponents < 1:
+        raise ConfigError("judge.opponents must be >= 1")
 
 
 def _get(cfg: Any, dotted: str) -> Any:

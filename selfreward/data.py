@@ -99,6 +99,9 @@ def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
         out = {"id": rid, "prompt": row["prompt"]}
         if row.get("answer") is not None:
             out["answer"] = str(row["answer"])
+        for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
+            if row.get(key) is not None:
+                out[key] = str(row[key])
         good.append(out)
     if not good and bad:
         raise DataError(f"{p}: no usable rows; first problem at line {bad[0]['line']}: {bad[0]['reason']}")

@@ -24,7 +24,7 @@ def evaluate(backend, prompts: list[dict], cfg, seed: int, reference=None) -> tu
     rows = [
         {"prompt_id": p["id"], "prompt": p["prompt"], "cand_idx": j, "text": t, "answer": p.get("answer"),
          "final": extract_answer(t), "correct": is_correct(t, p.get("answer")), "greedy": g[0],
-         "greedy_correct": is_correct(g[0], p.get("answer"))}
+         "greedy_correct": is_correct(g[0], p.get("answer")), **{k: p[k] for k in ("tests", "entry_point") if k in p}}
         for p, texts, g in zip(prompts, sampled, greedy) for j, t in enumerate(texts)
     ]
     metrics = {

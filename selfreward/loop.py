@@ -190,7 +190,8 @@ def collapse(row: dict, seed_row: dict) -> dict:
 
 def fits(cfg, tokenizer, context: int):
     """`fits(prompt) -> reason | None`: the prompt, its generation budget and the judge prompt built from it must fit."""
-    from selfreward.prompting import chat, render_judge
+    from selfreward.judge import policy_judge_prompt
+    from selfreward.prompting import chat
 
     s, j = cfg.sampling, cfg.judge
 
@@ -201,10 +202,12 @@ def fits(cfg, tokenizer, context: int):
         p = n_tokens(chat(tokenizer, prompt, s.system_prompt, s.few_shot))
         if p + s.max_new_tokens > context:
             return f"prompt is {p} tokens; with sampling.max_new_tokens={s.max_new_tokens} it exceeds the context ({context})"
-        jp = n_tokens(chat(tokenizer, render_judge(j.template, prompt, ""), s.system_prompt))
-        if jp + s.max_new_tokens + j.max_new_tokens > context:
-            return (f"judge prompt is {jp} tokens; with the response ({s.max_new_tokens}) and judge.max_new_tokens "
-                    f"({j.max_new_tokens}) it exceeds the context ({context})")
+        if (judged := policy_judge_prompt(j, prompt)) is None:  # verifier, reward model: no policy judge prompt
+            return None
+        jp = n_tokens(chat(tokenizer, judged[0], s.system_prompt))
+        if jp + judged[1] * s.max_new_tokens + j.max_new_tokens > context:
+            return (f"judge prompt is {jp} tokens; with {judged[1]} response(s) of {s.max_new_tokens} and "
+                    f"judge.max_new_tokens ({j.max_new_tokens}) it exceeds the context ({context})")
         return None
 
     return check

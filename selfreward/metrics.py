@@ -63,6 +63,10 @@ def judge_report(candidates: list[dict], judgments: list[dict], accept: float, p
         f"{prefix}mean_score": mean(score.values()),
         f"{prefix}saturation": sum(saturated) / len(saturated) if saturated else math.nan,
     }
+    if any("disagree" in j for j in judgments):  # pairwise: each pair is counted once per side, the ratio holds
+        played = sum(j["comparisons"] for j in judgments)
+        out[f"{prefix}position_disagreement"] = sum(j["disagree"] for j in judgments) / played if played else math.nan
+        out[f"{prefix}pairs_judged"] = played // 2
     labelled = [c for c in candidates if c.get("correct") is not None]
     if labelled:
         s = [score.get((c["prompt_id"], c["cand_idx"]), math.nan) for c in labelled]

@@ -42,6 +42,11 @@ def cut(text: str, stops) -> str:
     return text
 
 
+def render_pairwise(template: str, prompt: str, first: str, second: str) -> str:
+    """The judge prompt comparing two candidates of one prompt (a pairwise rubric with `first` and `second`)."""
+    return _template(str(template_path(template))).render(prompt=prompt, first=first, second=second).strip()
+
+
 def chat(tokenizer, text: str, system: str | None = None, few_shot: str | None = None) -> str:
     """The model input for a user message: the chat template if the tokenizer has one, else plain text."""
     if few_shot:

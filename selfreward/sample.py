@@ -29,5 +29,6 @@ def sample(backend, prompts: list[dict], cfg, seed: int) -> list[dict]:
                 "prompt_id": p["id"], "prompt": p["prompt"], "cand_idx": j, "text": text, "seed": seeds[i],
                 "answer": p.get("answer"), "final": extract_answer(text), "logprob": lp, "entropy": ent,
                 "correct": is_correct(text, p.get("answer")),
+                **{k: p[k] for k in ("tests", "entry_point") if k in p},
             })
     return rows

@@ -16,6 +16,13 @@ def _order(cands: list[dict], key, tie_break: str) -> list[dict]:
     return sorted(cands, key=lambda c: (-key(c), c["cand_idx"]))
 
 
+def length_controlled(ranked: list[dict], tolerance: float) -> list[dict]:
+    """Candidates scoring within `tolerance` of the best come first, shortest first; the rest keep their order."""
+    best = ranked[0]["score"]
+    near = [c for c in ranked if c["score"] >= best - tolerance]
+    return sorted(near, key=lambda c: (len(c["text"]), -c["score"], c["cand_idx"])) + ranked[len(near) :]
+
+
 def select(candidates: list[dict], scores: dict[tuple, float], cfg, seed: int = 0) -> tuple[list[dict], list[dict], dict]:
     """(selected rows, preference pairs, stats). `scores` maps (prompt_id, cand_idx) to the judge score (NaN = failed).
 
@@ -38,7 +45,10 @@ def select(candidates: list[dict], scores: dict[tuple, float], cfg, seed: int = 
                 counts["no_valid"] += 1
                 continue
             ranked = _order(valid, lambda c: c["score"], cfg.tie_break)
-            margin = ranked[0]["score"] - ranked[-1]["score"]
+            worst = ranked[-1]
+            margin = ranked[0]["score"] - worst["score"]
+            if cfg.length_tolerance > 0:  # Meta-Rewarding's length control: near-best and shorter beats best
+                ranked = length_controlled(ranked, cfg.length_tolerance)
             if len(valid) > 1 and margin < cfg.min_margin:
                 counts["saturated"] += 1
                 continue
@@ -46,9 +56,10 @@ def select(candidates: list[dict], scores: dict[tuple, float], cfg, seed: int = 
             if not keep:
                 counts["abstained"] += 1
                 continue
-            if margin >= cfg.pair_margin and len(ranked) > 1:
-                pairs.append({"prompt": cands[0]["prompt"], "chosen": ranked[0]["text"], "rejected": ranked[-1]["text"],
-                              "score_chosen": ranked[0]["score"], "score_rejected": ranked[-1]["score"]})
+            if ranked[0] is not worst and ranked[0]["score"] - worst["score"] >= cfg.pair_margin:
+                # TRL's standard preference format (prompt/chosen/rejected); the extra keys are ignored by DPOTrainer
+                pairs.append({"prompt": cands[0]["prompt"], "chosen": ranked[0]["text"], "rejected": worst["text"],
+                              "prompt_id": pid, "score_chosen": ranked[0]["score"], "score_rejected": worst["score"]})
         elif cfg.strategy == "random":
             rng = random.Random(f"{cfg.seed}/{seed}/{pid}")  # str seeds hash deterministically
             keep = rng.sample(scored, min(cfg.top_k, len(scored)))

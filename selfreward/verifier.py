@@ -8,8 +8,14 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer of a response: a `\\boxed{}` value, else the last number."""
+def extract_answer(text: str, pattern: str | None = None) -> str | None:
+    """The final answer of a response: a `\\boxed{}` value, else the last number.
+
+    With `pattern` (a regex with one capture group), the group of its last match instead.
+    """
+    if pattern:
+        found = [m.group(1) for m in re.finditer(pattern, text)]
+        return normalise(found[-1]) if found and found[-1] is not None else None
     boxed = _BOXED.findall(text)
     if boxed:
         return normalise(boxed[-1])
@@ -27,9 +33,9 @@ def normalise(answer: str) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
-def is_correct(response: str, answer: str | None) -> bool | None:
-    """True/False when the row has a reference answer, None otherwise."""
+def is_correct(response: str, answer: str | None, pattern: str | None = None) -> bool | None:
+    """True/False when the row has a reference answer, None otherwise (`pattern`: see extract_answer)."""
     if answer is None:
         return None
-    got = extract_answer(response)
+    got = extract_answer(response, pattern)
     return got is not None and got == normalise(str(answer))

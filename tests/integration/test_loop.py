@@ -3,7 +3,7 @@
 import json
 import math
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def read_jsonl(p):
@@ -98,3 +98,20 @@ def test_too_many_bad_rows_stop_before_compute(tmp_path, cache_dir):
                 tmp_path / "run", cache_dir)
     assert r.returncode != 0 and str(train) in r.stderr and "line 2: malformed JSON" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_code_prompts_are_scored_in_the_sandbox(tmp_path, cache_dir):
+    """examples/ code prompts through the real loop: every candidate's code runs against its tests (and fails: the
+    equation seed cannot write code), the loop still selects, trains and evaluates."""
+    ex = ROOT / "examples"
+    run = tmp_path / "code"
+    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={ex / 'code_train.jsonl'}",
+                 f"data.eval_prompts={ex / 'code_eval.jsonl'}", "judge=verifier", "judge.verifier=code",
+                 "judge.timeout=2", "eval.kl=false"], run, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    judg = read_jsonl(run / "iter_001" / "judgments.jsonl")
+    assert len(judg) == 6 * 4 and all(j["score"] in (1.0, 5.0) for j in judg)
+    assert all(j["raw"].split(":")[0] in ("passed", "failed", "timeout") or j["raw"].startswith("crashed") for j in judg)
+    assert read_jsonl(run / "iter_001" / "selected.jsonl")
+    cands = read_jsonl(run / "iter_001" / "candidates.jsonl")
+    assert all("tests" in c for c in cands)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,10 @@ from hydra.errors import ConfigCompositionException
 
 from selfreward.config import ConfigError, check, register
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml"))
+CONF = Path(__file__).resolve().parents[2] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+JUDGES = sorted(p.stem for p in (CONF / "judge").glob("*.yaml"))
+NEEDS = {"reward_model": ["judge.reward_model=/models/rm"]}  # required values a run must give on the command line
 register()
 
 
@@ -23,8 +27,20 @@ def test_default_composes_and_checks():
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes(name):
-    cfg = compose_cfg(f"+experiment={name}")
+    cfg = compose_cfg(f"+experiment={name}", *NEEDS.get(name, []))
     check(cfg)
+
+
+@pytest.mark.parametrize("name", JUDGES)
+def test_every_judge_composes(name):
+    cfg = compose_cfg(f"judge={name}", *NEEDS.get(name, []))
+    check(cfg)
+    assert cfg.judge.kind == {"rubric5": "self"}.get(name, name)
+
+
+def test_reward_model_experiment_drops_the_threshold():
+    cfg = compose_cfg("+experiment=reward_model", "judge.reward_model=/models/rm")
+    assert cfg.judge.kind == "reward_model" and cfg.selection.threshold is None
 
 
 def test_typos_and_wrong_types_fail_at_compose():
@@ -41,8 +57,16 @@ def test_typos_and_wrong_types_fail_at_compose():
         (["selection.strategy=best"], "selection.strategy='best' is not one of"),
         (["judge.n=3"], "set judge.temperature > 0"),
         (["sampling.top_p=1.5"], "sampling.top_p"),
+        (["judge.kind=llm"], "judge.kind='llm' is not one of ['self', 'verifier', 'reward_model', 'combined', 'pairwise']"),
+        (["judge.verifier=unit"], "judge.verifier='unit' is not one of"),
+        (["judge=combined", "judge.combine=max"], "judge.combine='max' is not one of"),
+        (["judge=reward_model"], "set judge.reward_model=PATH"),
+        (["judge=combined", "judge.combine=weighted", "judge.weights.reward_model=1"], "set judge.reward_model=PATH"),
+        (["judge=combined", "+judge.weights.critic=1"], "unknown scorers ['critic']"),
+        (["judge.answer_regex=Answer:.*"], "needs a capture group"),
+        (["selection.length_tolerance=-1"], "length_tolerance must be >= 0"),
     ],
 )
 def test_cross_field_checks_say_how_to_fix(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         check(compose_cfg(*overrides))

@@ -1,5 +1,7 @@
+import json
 import math
 import re
+import time
 
 import pytest
 import torch
@@ -67,3 +69,142 @@ def test_verifier_scorer():
     rows = verify(cands, JudgeConfig(kind="verifier"))
     assert [r["score"] for r in rows[:2]] == [5.0, 1.0]
     assert math.isnan(rows[2]["score"]) and rows[2]["parse_fail"] == 1
+
+
+def _code_rows():
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+    texts = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a * b\n",
+             "while True:\n    pass\n", "import os\nos._exit(0)\n"]
+    rows = [{"prompt_id": "c", "cand_idx": i, "prompt": "write add", "text": t, "tests": tests} for i, t in enumerate(texts)]
+    rows.append({"prompt_id": "a", "cand_idx": 0, "prompt": "2x+1=5", "text": "x=2", "answer": "2"})
+    rows.append({"prompt_id": "n", "cand_idx": 0, "prompt": "hi", "text": "hello"})
+    return rows
+
+
+def test_verifier_answer_regex():
+    from selfreward.judge import verify
+
+    cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": "7"}
+             for i, t in enumerate(["Answer: 7 (checked 3 times)", "Answer: 3, not 7", "7"])]
+    default = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier"))]
+    assert default == [1.0, 5.0, 5.0]  # the last number
+    custom = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier", answer_regex=r"Answer:\s*(\S+)"))]
+    assert custom == [5.0, 1.0, 1.0]
+
+
+def test_verifier_runs_code_tests_and_picks_by_row():
+    from selfreward.judge import verify
+
+    t = time.time()
+    rows = verify(_code_rows(), JudgeConfig(kind="verifier", timeout=2.0))
+    assert time.time() - t < 6.0  # the hanging candidate is cut at 2 s, beside the others (2 workers)
+    assert [r["score"] for r in rows[:5]] == [5.0, 1.0, 1.0, 1.0, 5.0]
+    assert rows[0]["raw"] == "passed" and rows[2]["raw"].startswith("timeout") and "AssertionError" in rows[1]["raw"]
+    assert math.isnan(rows[5]["score"]) and rows[5]["parse_fail"] == 1
+    only_answer = verify(_code_rows(), JudgeConfig(kind="verifier", verifier="answer"))
+    assert all(math.isnan(r["score"]) for r in only_answer[:4]) and only_answer[4]["score"] == 5.0
+    only_code = verify(_code_rows()[:1] + _code_rows()[4:5], JudgeConfig(kind="verifier", verifier="code"))
+    assert only_code[0]["score"] == 5.0 and math.isnan(only_code[1]["score"])
+
+
+def test_combined_gate_and_weighted(tiny_model):
+    model, tok = tiny_model
+    backend = HFBackend(model, tok, progress=False)
+    cands = [{"prompt_id": "0", "cand_idx": i, "prompt": "2x+1=5", "text": t, "answer": "2"}
+             for i, t in enumerate(["x=2", "x=3", "x=02"])]
+    gate = judge(backend, cands, JudgeConfig(kind="combined", combine="gate"), seed=0)
+    assert gate[1]["score"] == 0.0 and gate[1]["judge_prompt"] is None  # failed: below every pass, never self-judged
+    for r in (gate[0], gate[2]):
+        assert 1.0 <= r["score"] <= 5.0 and r["judge_prompt"] == "check 2x+1=5 " + cands[r["cand_idx"]]["text"]
+    self_rows = judge(backend, cands, JudgeConfig(), seed=0)
+    cfg = JudgeConfig(kind="combined", combine="weighted", weights={"verifier": 1.0, "self": 0.5, "reward_model": 0.0})
+    weighted = judge(backend, cands, cfg, seed=0)
+    for w, s, v in zip(weighted, self_rows, [5.0, 1.0, 5.0]):
+        assert w["score"] == pytest.approx(v + 0.5 * s["score"]) and set(w["raw"]) == {"verifier", "self"}
+
+
+def test_pairwise_matchups_cover_all_pairs_or_sampled_opponents():
+    from selfreward.pairwise import matchups
+
+    assert matchups([0, 1, 2, 3], 1, "s") == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    big = matchups(list(range(8)), 2, "s")
+    assert big == matchups(list(range(8)), 2, "s") and 8 <= len(big) <= 16  # seeded; each plays >= 2
+    assert all(sum(i in p for p in big) >= 2 for i in range(8))
+
+
+def test_pairwise_scores_win_rates_and_reports_position_bias(tiny_model):
+    """Random weights: verdicts are arbitrary, but always parse; scores are win rates on the 1-5 scale."""
+    from transformers import AutoModelForCausalLM
+
+    from selfreward.metrics import judge_report
+
+    model, tok = tiny_model
+    torch.manual_seed(2)
+    backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
+    cands = [{"prompt_id": p, "cand_idx": i, "prompt": f"{p}x+1=5", "text": t}
+             for p in ("2", "3") for i, t in enumerate(["x=2", "x=3", "x=9"])]
+    cfg = JudgeConfig(kind="pairwise", template="pairwise.jinja", score_prefix=":", max_new_tokens=4)
+    rows = judge(backend, cands, cfg, seed=0)
+    assert all(r["comparisons"] == 2 and r["parse_fail"] == 0 for r in rows)  # K=3: all pairs, each candidate in 2
+    assert all(r["score"] in {1.0, 3.0, 5.0} for r in rows)
+    for pid in ("2", "3"):  # a pair yields one win or none (when the orders disagree)
+        group = [r for r in rows if r["prompt_id"] == pid]
+        wins = sum((r["score"] - 1) / 2 for r in group)
+        assert wins + sum(r["disagree"] for r in group) / 2 == 3
+    assert all(len(r["raw"]) == 2 and r["raw"][0][1] in (1.0, 2.0) for r in rows)
+    report = judge_report(cands, rows, 3.0)
+    assert 0.0 <= report["judge/position_disagreement"] <= 1.0 and report["judge/pairs_judged"] == 6
+
+
+def _tiny_reward_model(path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from selfreward.tasks.seed import build_tokenizer
+
+    tok = build_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, num_labels=1,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_reward_model_scores_are_finite_deterministic_and_batch_invariant(tmp_path):
+    from selfreward.reward_model import reward
+
+    path = _tiny_reward_model(tmp_path / "rm")
+    cands = [{"prompt_id": str(i % 3), "cand_idx": i, "prompt": f"{i + 2}x+1={2 * i + 5}", "text": "x=" + "2" * (i + 1)}
+             for i in range(7)]
+    one = reward(cands, path, batch_size=1, progress=False)
+    many = reward(cands, path, batch_size=4, progress=False)
+    again = judge(None, cands, JudgeConfig(kind="reward_model", reward_model=path, batch_size=7), seed=0)
+    assert set(one[0]) == {"prompt_id", "cand_idx", "judge_prompt", "raw", "score", "parse_fail"}
+    assert all(math.isfinite(r["score"]) for r in one) and len({round(r["score"], 6) for r in one}) > 1
+    assert [r["score"] for r in many] == pytest.approx([r["score"] for r in one], abs=1e-5)
+    assert [r["score"] for r in again] == pytest.approx([r["score"] for r in one], abs=1e-5)
+    assert one[0]["judge_prompt"] == "<|user|>2x+1=5<|assistant|>x=2</s>"  # the reward model's own chat template
+
+
+def test_code_examples_score_end_to_end():
+    """examples/*.jsonl: read as prompt rows (tests kept), reference solutions pass, a wrong one fails."""
+    from pathlib import Path
+
+    from selfreward.data import read_prompts
+    from selfreward.judge import verify
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    rows = []
+    for name in ("code_train.jsonl", "code_eval.jsonl"):
+        good, bad = read_prompts(str(root / name))
+        assert not bad and all("tests" in r for r in good)
+        rows += good
+    solutions = {json.loads(line)["id"]: json.loads(line)["solution"]
+                 for name in ("code_train.jsonl", "code_eval.jsonl") for line in (root / name).read_text().splitlines()}
+    cands = [{"prompt_id": r["id"], "cand_idx": k, "prompt": r["prompt"], "tests": r["tests"],
+              "entry_point": r.get("entry_point"), "text": solutions[r["id"]] if k == 0 else "def nothing(): pass"}
+             for r in rows for k in range(2)]
+    scores = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier", verifier="code"))]
+    assert scores == [5.0, 1.0] * len(rows)
+    assert any(r.get("entry_point") for r in rows)

@@ -74,6 +74,6 @@ def test_failed_judgments_count_as_parse_failures_and_are_never_selected():
     r = judge_report(cands, judg, accept=3.0)
     assert r["judge/parse_fail_rate"] == 0.5
     cfg = SimpleNamespace(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="first",
-                          pair_margin=1.0, seed=0)
+                          pair_margin=1.0, seed=0, length_tolerance=0.0)
     sel, _, _ = select(cands, {("p", 0): math.nan, ("p", 1): 1.0}, cfg)
     assert [s["completion"] for s in sel] == ["b"]
