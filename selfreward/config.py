@@ -74,7 +74,7 @@ class SamplingConfig:
     batch_size: int = _f(512, "sequences per generate call")
     shard_prompts: int = _f(128, "prompts per atomically written shard (a killed run resumes from the last shard)")
     system_prompt: str | None = _f(None, "optional system message for chat templates")
-    few_shot: str | None = _f(None, "text put before each prompt (base models)")
+    few_shot: str | None = _f(None, "text put before each prompt, or around it if it has a {prompt} slot (base models)")
     stop: list[str] = _f([], "cut each response at the first of these strings (base models: e.g. a newline)")
 
 

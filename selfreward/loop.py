@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -45,7 +46,9 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits(cfg, tokenizer, context_length(policy)))
     replay = replay_examples(cfg, tokenizer)
     tracker = Tracker(cfg.tracking, run_dir, config_dict)
-    seed_ref = HFBackend(load_policy(cfg, model_path)[0], tokenizer, progress=False) if cfg.eval.kl else None
+    # the seed, kept for KL and train.start_from=seed (a copy: no second load)
+    seed_model = copy.deepcopy(policy) if cfg.eval.kl or cfg.train.start_from == "seed" else None
+    seed_ref = HFBackend(seed_model, tokenizer, progress=False) if cfg.eval.kl else None
 
     eval_rows, ev = jsonl_stage(iter_dir(run_dir, 0), "eval", {"config": digest},
                                 lambda: evaluate(backend, eval_prompts, cfg, seed=cfg.seed))
@@ -71,7 +74,7 @@ def run(cfg, run_dir: Path, config_dict: dict) -> list[dict]:
         write_jsonl(d / "pairs.jsonl", pairs)
         winners = winners + selected if cfg.train.data == "accumulate" else selected
 
-        start = load_policy(cfg, model_path)[0] if cfg.train.start_from == "seed" else policy
+        start = copy.deepcopy(seed_model) if cfg.train.start_from == "seed" else policy
         backend.pause()  # vLLM sleep mode: training gets the accelerator
         trained, st_train = train_stage(d, key, start, tokenizer, winners, replay, cfg, cfg.seed * 1000 + i, model_path)
         policy = trained.merge_and_unload() if cfg.train.merge else trained

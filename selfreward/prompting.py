@@ -48,10 +48,12 @@ def render_pairwise(template: str, prompt: str, first: str, second: str) -> str:
 
 
 def chat(tokenizer, text: str, system: str | None = None, few_shot: str | None = None) -> str:
-    """The model input for a user message: the chat template if the tokenizer has one, else plain text."""
-    if few_shot:
-        text = few_shot + text
+    """The model input for a user message: the chat template if the tokenizer has one, else plain text after the
+    BOS token (inputs are tokenised without special tokens everywhere, so it is written here, as templates do)."""
+    if few_shot:  # put before the prompt, or around it where it has a {prompt} slot
+        text = few_shot.replace("{prompt}", text) if "{prompt}" in few_shot else few_shot + text
     if getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text
+    bos = getattr(tokenizer, "bos_token", None)
+    return bos + text if bos and not text.startswith(bos) else text
