@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import selfreward.conf
 import torch
+import yaml
 
-ACCELERATE_DIR = Path(__file__).parent / "conf" / "accelerate"
+# the top-level conf/ folder ships as the package selfreward.conf (see pyproject's package-dir)
+ACCELERATE_DIR = Path(next(iter(selfreward.conf.__path__))) / "accelerate"
 
 
 def adapter_digest(model) -> str:
@@ -39,10 +43,18 @@ def launch(cfg, job: dict, out: Path) -> dict:
         conf = ACCELERATE_DIR / cfg.train.accelerate_config
     if not conf.is_file():
         raise FileNotFoundError(f"train.accelerate_config={cfg.train.accelerate_config!r}: no such file (nor in {ACCELERATE_DIR})")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(conf),
-           "--num_processes", str(cfg.train.processes), "-m", "selfreward.train_job", str(out / "job.json")]
+    n, job_args = str(cfg.train.processes), ["-m", "selfreward.train_job", str(out / "job.json")]
+    env = dict(os.environ)
+    if yaml.safe_load(conf.read_text()).get("use_cpu"):
+        env["ACCELERATE_USE_CPU"] = "true"
+        # accelerate launches several CPU processes only through MPI; torchrun starts them and Accelerator picks
+        # the gloo backend from its environment
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, *job_args]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(conf), "--num_processes", n,
+               *job_args]
     print("[selfreward] training with", cfg.train.processes, "processes:", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     stats = json.loads((out / "stats.json").read_text())
     stats["rank_sha256"] = [(out / f"rank{r}.sha256").read_text() for r in range(cfg.train.processes)]
     return stats
