@@ -32,7 +32,13 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
         kw["gguf_file"] = gguf_file
     if not (Path(path).is_dir() or "/" in path):
         raise FileNotFoundError(f"model.path={path!r} is neither a local directory nor a hub id (owner/name)")
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    except OSError as e:  # a hub id with no network and nothing cached, or a directory without a tokenizer
+        raise FileNotFoundError(
+            f"model.path={path!r} could not be loaded ({str(e).splitlines()[0]}); give a local model directory, or "
+            "fetch the hub model first (huggingface-cli download) where the Hub is reachable"
+        ) from e
     if init == "random":
         config = AutoConfig.from_pretrained(path, **kw)
         torch.manual_seed(0)
