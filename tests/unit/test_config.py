@@ -70,3 +70,26 @@ def test_typos_and_wrong_types_fail_at_compose():
 def test_cross_field_checks_say_how_to_fix(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check(compose_cfg(*overrides))
+
+
+def test_llama3_8b_dry_run_plans_without_weights_or_network():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "selfreward", "+experiment=llama3_8b", "dry_run=true"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "backend    vllm" in r.stdout and "8.03B parameters" in r.stdout
+    assert re.search(r"weights\s+15\.0", r.stdout) and "KV cache" in r.stdout and "LoRA training" in r.stdout
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["backend=vllm", "train.merge=true", "iterations=3"], "train.merge=false"),
+    (["train.processes=2", "iterations=3"], "train.merge=false"),
+    (["backend=vllm", "model.init=random"], "model.init=random needs backend=hf"),
+])
+def test_engine_and_process_checks(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check(compose_cfg(*overrides))

@@ -88,3 +88,21 @@ def test_sharded_stage_resumes_and_cleans_up(tmp_path):
     assert calls == [0, 2] and not (tmp_path / "s.shards").exists()
     rows, _ = sharded(tmp_path, "s", {"config": "b"}, [7], 2, compute)  # another key: recomputed
     assert [r["x"] for r in rows] == [7]
+
+
+def test_hugging_face_dataset_rows_are_validated(tmp_path):
+    import json
+
+    from selfreward.data import read_dataset
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    rows = [{"prompt": "2x+3=11", "answer": 4}, {"prompt": "  "}, {"prompt": [{"role": "user", "content": "hi"}]}]
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    good, bad = read_dataset(f"hf:{d}:train")
+    assert [g["prompt"] for g in good] == ["2x+3=11", "hi"] and good[0]["answer"] == "4"
+    assert len(bad) == 1 and bad[0]["line"] == 1 and "no text in field 'prompt'" in bad[0]["reason"]
+    with pytest.raises(DataError, match="could not be loaded"):
+        read_dataset(f"hf:{tmp_path / 'missing'}:train")
+    with pytest.raises(DataError, match="expected hf:NAME:SPLIT"):
+        read_dataset("hf:only-a-name")
