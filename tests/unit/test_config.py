@@ -93,3 +93,14 @@ def test_llama3_8b_dry_run_plans_without_weights_or_network():
 def test_engine_and_process_checks(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check(compose_cfg(*overrides))
+
+
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local", "JoblibLauncher")])
+def test_sweep_launcher_configs_compose(launcher, target):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "selfreward", f"hydra/launcher={launcher}", "--cfg", "hydra"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert target in r.stdout
