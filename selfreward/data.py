@@ -41,14 +41,32 @@ def read_dataset(spec: str, fits=None) -> tuple[list[dict], list[dict]]:
         if isinstance(prompt, list):  # chat messages
             prompt = next((m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"), None)
         rid = str(row.get("id") or row.get("prompt_id") or f"{name}-{split}-{n}")
-        why = (f"no text in field {field!r}" if not isinstance(prompt, str) or not prompt.strip()
-               else f"duplicate id {rid!r}" if rid in seen else fits(prompt) if fits is not None else None)
+        if not isinstance(prompt, str) or not prompt.strip():
+            out, why = None, f"no text in field {field!r}"
+        else:
+            out, why = _accept(row, prompt, rid, seen, fits)
         if why:
             bad.append({"file": f"{name}:{split}", "line": n, "reason": why, "text": str(prompt)[:200]})
-            continue
-        seen.add(rid)
-        good.append({"id": rid, "prompt": prompt, **({"answer": str(row["answer"])} if row.get("answer") is not None else {})})
+        else:
+            good.append(out)
     return good, bad
+
+
+def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[dict | None, str | None]:
+    """The rules every prompt source shares: a unique id, a prompt that fits the context; the kept row carries
+    `answer` and, for code tasks, `tests` and `entry_point`. Returns (row, None) or (None, reason)."""
+    if rid in seen:
+        return None, f"duplicate id {rid!r}"
+    if fits is not None and (why := fits(prompt)):
+        return None, why
+    seen.add(rid)
+    out = {"id": rid, "prompt": prompt}
+    if row.get("answer") is not None:
+        out["answer"] = str(row["answer"])
+    for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
+        if row.get(key) is not None:
+            out[key] = str(row[key])
+    return out, None
 
 
 def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
@@ -88,20 +106,10 @@ def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
             reject("empty prompt")
             continue
-        rid = str(row.get("id", f"{p.stem}-{n}"))
-        if rid in seen:
-            reject(f"duplicate id {rid!r}")
-            continue
-        if fits is not None and (why := fits(row["prompt"])):
+        out, why = _accept(row, row["prompt"], str(row.get("id", f"{p.stem}-{n}")), seen, fits)
+        if why:
             reject(why)
             continue
-        seen.add(rid)
-        out = {"id": rid, "prompt": row["prompt"]}
-        if row.get("answer") is not None:
-            out["answer"] = str(row["answer"])
-        for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
-            if row.get(key) is not None:
-                out[key] = str(row[key])
         good.append(out)
     if not good and bad:
         raise DataError(f"{p}: no usable rows; first problem at line {bad[0]['line']}: {bad[0]['reason']}")

@@ -97,10 +97,12 @@ def test_hugging_face_dataset_rows_are_validated(tmp_path):
 
     d = tmp_path / "ds"
     d.mkdir()
-    rows = [{"prompt": "2x+3=11", "answer": 4}, {"prompt": "  "}, {"prompt": [{"role": "user", "content": "hi"}]}]
+    rows = [{"prompt": "2x+3=11", "answer": 4, "tests": "assert True"}, {"prompt": "  "},
+            {"prompt": [{"role": "user", "content": "hi"}]}]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     good, bad = read_dataset(f"hf:{d}:train")
     assert [g["prompt"] for g in good] == ["2x+3=11", "hi"] and good[0]["answer"] == "4"
+    assert good[0]["tests"] == "assert True"  # code tasks keep their tests, as from JSONL
     assert len(bad) == 1 and bad[0]["line"] == 1 and "no text in field 'prompt'" in bad[0]["reason"]
     with pytest.raises(DataError, match="could not be loaded"):
         read_dataset(f"hf:{tmp_path / 'missing'}:train")
