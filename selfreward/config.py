@@ -133,7 +133,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "learning rate")
     steps: int = _f(120, "optimiser steps per iteration")
     batch_size: int = _f(64, "sequences per step")
-    micro_batch: int = _f(0, "sequences per forward/backward, gradients accumulated up to batch_size (0 = all at once)")
+    micro_batch: int = _f(0, "most sequences per forward/backward (0 = no limit); each step runs in micro-batches of similar length, gradients accumulated")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: far less memory, ~30% slower")
     replay_fraction: float = _f(0.3, "share of each batch drawn from the seed's own instruction data")
     start_from: str = _f("previous", "previous | seed: the model each iteration's training starts from")

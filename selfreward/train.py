@@ -45,12 +45,44 @@ def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device)}
 
 
-def weighted_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def weighted_loss(model, batch: dict[str, torch.Tensor], denominator: float | None = None) -> torch.Tensor:
+    """Weighted token NLL summed over the batch, divided by `denominator` (default: this batch's total weight)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     targets = batch["input_ids"][:, 1:]
     w = batch["weights"][:, 1:]
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-    return (nll * w.reshape(-1)).sum() / w.sum().clamp_min(1.0)
+    return (nll * w.reshape(-1)).sum() / (denominator or w.sum().clamp_min(1.0))
+
+
+# one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
+# seed on 2 CPU cores: ~4 ms of per-call overhead); it decides where length_buckets cuts
+CALL_OVERHEAD_TOKENS = 64
+
+
+def length_buckets(lengths: list[int], max_rows: int = 0, overhead: int = CALL_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Split one step's rows into micro-batches of similar length, as indices into `lengths`.
+
+    Rows are sorted by length and cut where the padding saved outweighs one more forward/backward: the cuts minimise
+    sum(rows x longest row + overhead) over the micro-batches (dynamic programming over the sorted order). Each
+    micro-batch holds at most `max_rows` rows (0 = no limit). A judge row of ~46 tokens in a batch of ~20-token
+    answers no longer pads every row to 46.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j - 1, -1, -1):
+            if max_rows and j - i > max_rows:
+                break
+            cost = best[i] + (j - i) * longest + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append(order[cut[j] : j])
+        j = cut[j]
+    return chunks[::-1]
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -84,7 +116,8 @@ def fit(
 ) -> dict:
     """Run `steps` AdamW steps on batches from `draw(step) -> list[Example]`.
 
-    `micro_batch` > 0 accumulates gradients over chunks of that many rows. With an `accelerator` (accelerate,
+    Each step's rows go through in micro-batches of similar length (`length_buckets`, at most `micro_batch` rows
+    each when > 0), gradients accumulated, the loss normalised over the whole step. With an `accelerator` (accelerate,
     one process per device) every rank draws the same batch and trains on its own slice of it.
     Non-finite losses skip the step (on every rank); `max_bad_steps` of them in a row raise TrainingAborted.
     """
@@ -110,13 +143,13 @@ def fit(
     bar = tqdm(range(steps), desc=desc, disable=not progress or rank > 0, leave=False, dynamic_ncols=True)
     for step in bar:
         rows = draw(step)[rank::world]
-        size = micro_batch if micro_batch > 0 else len(rows)
+        batches = [collate([rows[i] for i in chunk], pad_id, device)
+                   for chunk in length_buckets([len(e.ids) for e in rows], micro_batch)]
+        weight = sum(float(b["weights"][:, 1:].sum()) for b in batches) or 1.0  # the loss is the whole step's mean
         total, finite = 0.0, True
-        for start in range(0, len(rows), size):
-            chunk = rows[start : start + size]
-            batch = collate(chunk, pad_id, device)
+        for batch in batches:
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = weighted_loss(model, batch) * (len(chunk) / len(rows))
+                loss = weighted_loss(model, batch, weight)
             if not torch.isfinite(loss):
                 finite = False
                 break

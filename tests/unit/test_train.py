@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 from selfreward.config import TrainConfig
@@ -32,7 +33,6 @@ def test_lora_training_changes_every_adapter_weight_and_not_the_base(tiny_model)
 
 
 def test_non_finite_losses_are_skipped_then_abort(tiny_model):
-    import pytest
 
     from selfreward.train import TrainingAborted, fit
 
@@ -50,3 +50,46 @@ def test_non_finite_losses_are_skipped_then_abort(tiny_model):
     with pytest.raises(TrainingAborted, match="3 non-finite losses in a row"):
         fit(model, draw, steps=10, lr=1e-3, pad_id=tok.pad_token_id, max_bad_steps=3, progress=False)
     assert calls["n"] == 3
+
+
+def test_length_buckets_cover_rows_once_and_cut_at_length_jumps():
+    from selfreward.train import length_buckets
+
+    lengths = [20, 46, 21, 20, 47, 22] * 8
+    chunks = length_buckets(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    assert len(chunks) == 2 and {max(lengths[i] for i in c) for c in chunks} == {22, 47}
+    assert all(len(c) <= 5 for c in length_buckets(lengths, max_rows=5))
+    assert length_buckets([30] * 10) == [list(range(10))]  # nothing to gain: one forward
+    assert length_buckets([]) == []
+
+
+def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
+    """Micro-batches of similar length, normalised by the whole step's weight, give the full batch's loss and
+    gradient: bucketing changes the speed, not the training."""
+    from peft import LoraConfig, get_peft_model
+
+    from selfreward.train import length_buckets, weighted_loss
+
+    model, tok = tiny_model
+    torch.manual_seed(0)
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                 init_lora_weights=False))
+    rows = [encode(tok, f"{a}x+{a}={a * 3}", "x=2") for a in range(2, 8)] + [
+        encode(tok, f"check {a}x+1={a + 1} x=1", "ok " * a, last_weight=3.0) for a in range(2, 6)]
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+
+    def grads(batches, denominator):
+        peft_model.zero_grad()
+        loss = sum(weighted_loss(peft_model, b, denominator) for b in batches)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in params]
+
+    full_loss, full = grads([collate(rows, tok.pad_token_id, torch.device("cpu"))], None)
+    chunks = length_buckets([len(e.ids) for e in rows], overhead=0)
+    assert len(chunks) > 2
+    batches = [collate([rows[i] for i in c], tok.pad_token_id, torch.device("cpu")) for c in chunks]
+    weight = sum(float(b["weights"][:, 1:].sum()) for b in batches)
+    split_loss, split = grads(batches, weight)
+    assert split_loss == pytest.approx(full_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(full, split))
