@@ -35,19 +35,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 10, trials: int = 3) -> float:
-    """Best of `trials` timings of `reps` square matmuls (random data): the machine's attainable rate in `dtype`."""
-    n = 8192 if device.type == "cuda" else 2048
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    a @ b
+def timed(device: torch.device, fn):
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, budget_s: float = 1.5, trials: int = 3) -> float:
+    """Best of `trials` timings of square matmuls on random data: the machine's attainable rate in `dtype`.
+
+    The size doubles from 256 until one product takes 50 ms (or 8192), so a dtype the CPU runs slowly (bf16 without
+    AVX512-BF16/AMX: ~0.3 GFLOP/s here) costs seconds, not minutes."""
+    n = 256
+    while True:
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        a @ b
+        _, t = timed(device, lambda: a @ b)
+        if t > 0.05 or n >= 8192:
+            break
+        n *= 2
+    reps = max(1, int(budget_s / trials / t))
     best = 0.0
     for _ in range(trials):
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+        _, t = timed(device, lambda: [a @ b for _ in range(reps)])
+        best = max(best, 2 * n**3 * reps / t)
     return best
 
 
@@ -65,14 +78,6 @@ def forward_flops(model, context: float) -> float:
 
 def n_tokens(tok, texts) -> int:
     return sum(len(ids) for ids in tok(list(texts), add_special_tokens=False).input_ids)
-
-
-def timed(device: torch.device, fn):
-    sync(device)
-    t = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - t
 
 
 def eval_config(k: int) -> Config:
@@ -171,7 +176,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = pick_device(args.device)
     n_prompts, n_eval, k, steps = (16, 16, 8, 4) if args.quick else (64, 50, 8, 16)
-    peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device, reps=10 if device.type == "cuda" else 2)
+    peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
     amp = autocast_dtype(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as `backends.hf.load` picks (dtype=auto)
     peak = peak16 if (amp is not None or dtype == torch.bfloat16) else peak32

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: the default job on CUDA (bf16, transformers backend) and the benchmark.
-#   bash benchmarks/gpu_check.sh OUT_DIR     (python3 with CUDA torch, selfreward installed, run from the repo root)
+#   bash benchmarks/gpu_check.sh WORK_DIR [LOG_DIR]   (python3 with CUDA torch and selfreward installed; from the repo root)
+# Logs (run.log, bench.log) are copied to LOG_DIR when given.
 # The job runs from OUT_DIR so that the installed package, not the source tree, is imported.
 set -u
 out=$(realpath "${1:-gpu_check}")
@@ -24,3 +25,5 @@ start=$(date +%s)
 timeout "${BENCH_TIMEOUT:-300}" python3 "$repo/benchmarks/bench.py" --quick 2>&1 | tr '\r' '\n' | grep -v "it/s\|s/it" > "$out/bench.log"
 echo "bench: rc=${PIPESTATUS[0]} in $(( $(date +%s) - start )) s"
 grep -v "^ *$\|Warning\|warn" "$out/bench.log" | tail -14
+[ -n "${2:-}" ] && mkdir -p "$2" && cp "$out"/*.log "$out"/run/summary.json "$2"/ 2>/dev/null
+exit 0
