@@ -83,7 +83,7 @@ def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
         peft_model.zero_grad()
         loss = sum(weighted_loss(peft_model, b, denominator) for b in batches)
         loss.backward()
-        return float(loss), [p.grad.clone() for p in params]
+        return float(loss.detach()), [p.grad.clone() for p in params]
 
     full_loss, full = grads([collate(rows, tok.pad_token_id, torch.device("cpu"))], None)
     chunks = length_buckets([len(e.ids) for e in rows], overhead=0)
