@@ -114,17 +114,18 @@ class TokenStats:
         self.logp_prev = logp
         return scores
 
-    def per_row(self, generated: torch.Tensor, stop_ids: set[int]) -> list[tuple[float, float]]:
-        """(mean log-prob, mean entropy) per row over its tokens up to and including the first EOS."""
+    def per_row(self, generated: torch.Tensor, stop_id: int) -> list[tuple[float, float]]:
+        """(mean log-prob, mean entropy) per row over its tokens up to and including the first `stop_id` (EOS)."""
         if self.logp_prev is None:
             return [(math.nan, math.nan)] * len(generated)
-        chosen = torch.stack(self.chosen + [self.logp_prev.gather(-1, generated[:, len(self.chosen) : len(self.chosen) + 1]).squeeze(-1)], 1)
-        entropy = torch.stack(self.entropy, 1)
-        out = []
-        for j, row in enumerate(generated.tolist()):
-            n = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
-            out.append((float(chosen[j, :n].mean()), float(entropy[j, :n].mean())))
-        return out
+        last = self.logp_prev.gather(-1, generated[:, len(self.chosen)].unsqueeze(-1)).squeeze(-1)
+        chosen, entropy = torch.stack(self.chosen + [last], 1), torch.stack(self.entropy, 1)
+        stop = (generated == stop_id).int()
+        kept = (stop.cumsum(1) - stop) == 0  # before the first stop, and the stop itself
+        n = kept.sum(1).clamp_min(1)
+        lp = torch.where(kept, chosen, 0.0).sum(1) / n
+        ent = torch.where(kept, entropy, 0.0).sum(1) / n
+        return list(zip(lp.tolist(), ent.tolist()))
 
 
 class HFBackend:
@@ -192,7 +193,7 @@ class HFBackend:
                 seqs = self.model.generate(**enc, num_return_sequences=n, logits_processor=[stats], **kw)
             gen = seqs[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
-            row_stats = stats.per_row(gen, {self.tokenizer.eos_token_id})
+            row_stats = stats.per_row(gen, -1 if self.tokenizer.eos_token_id is None else self.tokenizer.eos_token_id)
             for j, i in enumerate(idx):
                 out[i] = texts[j * n : (j + 1) * n]
                 self.last_seeds[i] = seed + b
