@@ -85,7 +85,7 @@ class JudgeConfig:
     template: str = _f("equation_check.jinja", "Jinja rubric: a file in prompts/ or any path")
     reasoning_regex: str = _f(
         r"[0-9]{1,2}\*[0-9]{1,4}=[0-9]{1,5};[0-9]{1,5}\+[0-9]{1,3}=[0-9]{3,5}\|[0-9]{3,5}",
-        "regex of the judge's worked check before the score ('' = score only)",
+        "regex of the judge's worked check before the score ('' = score only, read in one forward pass)",
     )
     score_prefix: str = _f(":", "literal text between the reasoning and the score")
     scores: list[int] = _f([1, 2, 3, 4, 5], "allowed score values (enforced by Outlines)")

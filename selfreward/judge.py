@@ -46,11 +46,13 @@ def self_judge(backend, candidates: list[dict], cfg, seed: int, system: str | No
     regex = schema_regex(cfg.reasoning_regex, cfg.score_prefix, cfg.scores)
     judge_prompts = [render_judge(cfg.template, c["prompt"], c["text"]) for c in candidates]
     inputs = [chat(backend.tokenizer, p, system) for p in judge_prompts]
-    runs = [
-        backend.judge(inputs, regex, list(cfg.scores), cfg.temperature, cfg.max_new_tokens, seed + 7919 * r,
-                      batch_size=cfg.batch_size, desc=desc)
-        for r in range(cfg.n)
-    ]
+    if cfg.reasoning_regex:
+        runs = [backend.judge(inputs, regex, list(cfg.scores), cfg.temperature, cfg.max_new_tokens, seed + 7919 * r,
+                              batch_size=cfg.batch_size, desc=desc) for r in range(cfg.n)]
+    else:  # score only: the score token after the prefix, read in one forward pass
+        scored = [x + cfg.score_prefix for x in inputs]
+        runs = [backend.score_next(scored, list(cfg.scores), cfg.temperature, seed + 7919 * r,
+                                   batch_size=cfg.batch_size, desc=desc) for r in range(cfg.n)]
     rows = []
     for i, c in enumerate(candidates):
         outs = [run[i] for run in runs]

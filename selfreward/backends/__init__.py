@@ -30,6 +30,13 @@ class Backend(Protocol):
     ) -> list[Judgment]:
         """One constrained judgment per formatted judge prompt."""
 
+    def score_next(
+        self, prompts: list[str], scores: list[int], temperature: float, seed: int, batch_size: int = 512,
+        desc: str = "judge",
+    ) -> list[Judgment]:
+        """A score-only judgment: the next token after each prompt (which ends with the score prefix), restricted to
+        the score tokens, from one forward pass."""
+
     def logprob(
         self, prompts: list[str], completions: list[str], batch_size: int = 256, desc: str = "logprob"
     ) -> list[tuple[float, float]]:

@@ -221,18 +221,41 @@ class HFBackend:
             self._processors[regex] = get_regex_logits_processor(None, self._outlines, regex).index
         return BatchedRegexProcessor(self._processors[regex])
 
-    def _score_values(self, scores: list[int], vocab_size: int) -> torch.Tensor:
-        """Per token id: the score digit the token ends with (NaN if none), for expected scoring."""
-        key = (tuple(scores), vocab_size)
+    def _score_values(self, scores: list[int], vocab_size: int, exact: bool = False) -> torch.Tensor:
+        """Per token id: the score digit the token ends with (or, `exact`, that it is), NaN if none."""
+        key = (tuple(scores), vocab_size, exact)
         if key not in self._score_map:
             values = torch.full((vocab_size,), float("nan"))
             wanted = {str(s): float(s) for s in scores}
             for tid in range(min(vocab_size, len(self.tokenizer))):
                 text = self.tokenizer.decode([tid])
-                if text and text[-1] in wanted:
+                if text and text[-1] in wanted and (not exact or text in wanted):
                     values[tid] = wanted[text[-1]]
             self._score_map[key] = values
         return self._score_map[key]
+
+    @torch.inference_mode()
+    def score_next(self, prompts, scores, temperature, seed, batch_size=512, desc="judge"):
+        """Score-only judgments from one forward pass per batch: the next token's distribution restricted to the score
+        tokens gives the expected score; its argmax (temperature 0) or a draw is the sampled one."""
+        out: list[Judgment | None] = [None] * len(prompts)
+        for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
+            enc = self._encode([prompts[i] for i in idx])
+            positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)  # as generate places left padding
+            logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            values = self._score_values(scores, logits.shape[-1], exact=True).to(logits.device)
+            logits = logits.masked_fill(torch.isnan(values), -math.inf)
+            probs = torch.softmax(logits, -1)
+            expected = (probs * values.nan_to_num(0.0)).sum(-1)
+            if temperature > 0:
+                torch.manual_seed(seed + b)
+                picks = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
+            else:
+                picks = logits.argmax(-1)
+            for j, i in enumerate(idx):
+                tid = int(picks[j])
+                out[i] = Judgment(raw=self.tokenizer.decode([tid]), expected=float(expected[j]), sampled=float(values[tid]))
+        return out
 
     @torch.inference_mode()
     def judge(self, prompts, regex, scores, temperature, max_new_tokens, seed, batch_size=512, desc="judge"):

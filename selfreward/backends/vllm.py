@@ -143,6 +143,11 @@ class VLLMBackend:
             out.append(Judgment(raw=text, expected=expected, sampled=float(text[-1])))
         return out
 
+    def score_next(self, prompts, scores, temperature, seed, batch_size=512, desc="judge"):
+        """Score-only judgments: one token constrained to the score digits (one decode step after the prefill)."""
+        choice = "[" + "".join(str(s) for s in sorted(scores)) + "]"
+        return self.judge(prompts, choice, scores, temperature, 2, seed, batch_size=batch_size, desc=desc)
+
     def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
         """(mean token log-prob, mean entropy) per completion: read from the sampling pass when the engine sampled
         it (entropy over the top `vllm.logprobs` tokens: a lower bound), else teacher-forced by `scorer`."""

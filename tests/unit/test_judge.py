@@ -72,6 +72,28 @@ def test_batched_constraint_matches_outlines_processor(tiny_model, temperature):
     assert len({r["raw"] for r in ours}) > 3  # varied outputs, not one string repeated
 
 
+def test_score_only_judge_is_one_forward_pass_equal_to_constrained_decoding(tiny_model):
+    """With no reasoning before the score, the judge reads the score token's distribution in one forward pass; it gives
+    what constrained decoding of prefix + digit gives (random weights: spread-out distributions; mixed prompt lengths:
+    left padding)."""
+    from transformers import AutoModelForCausalLM
+
+    from selfreward.prompting import chat
+
+    model, tok = tiny_model
+    torch.manual_seed(4)
+    backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
+    cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+{7 * i}={2 * (i + 2) + 7 * i}", "text": t}
+             for i, t in enumerate(["x=2", "x=123", "zz", "x=", "x=40"])]
+    cfg = JudgeConfig(reasoning_regex="", score_prefix=":", max_new_tokens=4)
+    rows = judge(backend, cands, cfg, seed=0)
+    prompts = [chat(tok, render_judge(cfg.template, c["prompt"], c["text"])) for c in cands]
+    decoded = backend.judge(prompts, schema_regex("", ":", cfg.scores), list(cfg.scores), 0.0, 4, seed=0)
+    assert [r["score"] for r in rows] == pytest.approx([d.expected for d in decoded], abs=1e-4)
+    assert [r["raw"] for r in rows] == [d.raw[-1] for d in decoded]  # the argmax digit
+    assert len({round(r["score"], 3) for r in rows}) > 1 and all(1 < r["score"] < 5 for r in rows)
+
+
 def test_truncated_judgment_is_nan_and_counted(tiny_model):
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)

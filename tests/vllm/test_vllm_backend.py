@@ -58,3 +58,28 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
     tuned_match = sum(abs(a - b) < 0.002 for a, b in zip(vllm_lp, tuned_lp)) / len(cands)
     base_match = sum(abs(a - b) < 0.002 for a, b in zip(vllm_lp, base_lp)) / len(cands)
     assert tuned_match >= 0.2 and base_match <= tuned_match / 3, (tuned_match, base_match)
+
+
+def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
+    """A score-only rubric (judge.reasoning_regex='') on vLLM: one constrained token per candidate, with the expected
+    score from its log-probs; transformers reads the same distribution in one forward pass."""
+    from hydra import compose, initialize_config_module
+
+    from selfreward.backends.hf import HFBackend
+    from selfreward.backends.vllm import VLLMBackend, engine
+    from selfreward.config import JudgeConfig, VLLMConfig, register
+    from selfreward.judge import judge
+    from selfreward.tasks.seed import ensure_seed
+
+    register()
+    with initialize_config_module("selfreward.conf", version_base=None):
+        cfg = compose("config", overrides=["+experiment=tiny"])
+    model, tok = tiny_model
+    llm = engine(str(ensure_seed(cfg.model.seed, progress=False)), VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
+    cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+3={2 * (i + 2) + 3}", "text": t}
+             for i, t in enumerate(["x=2", "x=9", "x=3", "x=40"])]
+    jcfg = JudgeConfig(reasoning_regex="", score_prefix=":")
+    ours = judge(VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False), cands, jcfg, seed=0)
+    ref = judge(HFBackend(model, tok, progress=False), cands, jcfg, seed=0)
+    assert all(j["parse_fail"] == 0 and 1.0 <= j["score"] <= 5.0 for j in ours)
+    assert [j["score"] for j in ours] == pytest.approx([j["score"] for j in ref], abs=0.05)
