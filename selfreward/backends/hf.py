@@ -61,6 +61,11 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
     return model.to(dev).eval(), tokenizer
 
 
+def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows as generate assigns them: counting from each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def context_length(model) -> int:
     cfg = model.config
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
@@ -205,7 +210,7 @@ class HFBackend:
         """The KV cache of every prompt token but the last (generate runs the last one and samples from it), at the
         positions generate gives left-padded rows."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        positions = left_padded_positions(mask)
         out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                          use_cache=True, logits_to_keep=1)
         return out.past_key_values
@@ -241,7 +246,7 @@ class HFBackend:
         out: list[Judgment | None] = [None] * len(prompts)
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             enc = self._encode([prompts[i] for i in idx])
-            positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)  # as generate places left padding
+            positions = left_padded_positions(enc["attention_mask"])
             logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
             values = self._score_values(scores, logits.shape[-1], exact=True).to(logits.device)
             logits = logits.masked_fill(torch.isnan(values), -math.inf)
