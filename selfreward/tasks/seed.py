@@ -237,9 +237,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"saved {out}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def replay_examples(tokenizer, recipe, n: int, seed: int) -> list:
     """Judge rows of the seed's synthetic evaluation data (right and near-miss answers, balanced)."""
@@ -253,3 +250,7 @@ def synthetic_judgment_example(tokenizer, recipe, task: EquationTask, rng: rando
     x = int(row["answer"])
     y = x if rng.random() < 0.5 else near_miss(x, rng)
     return judge_example(tokenizer, recipe.judge_template, row["prompt"], task.response(y), recipe.verdict_weight)
+
+
+if __name__ == "__main__":
+    main()
