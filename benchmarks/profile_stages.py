@@ -54,7 +54,7 @@ def main() -> None:
         "judge": lambda: judge(backend, state["cands"], JudgeConfig(), seed=1),
         "train": lambda: train_lora(copy.deepcopy(model), tok, [{"prompt": c["prompt"], "completion": c["text"]}
                                                                for c in state["cands"]], replay,
-                                    TrainConfig(steps=20), seed=0),
+                                    TrainConfig(steps=20), seed=0, progress=False),
         "eval": lambda: evaluate(backend, eval_prompts, cfg, seed=2),
     }
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -203,7 +203,7 @@ def mixture(primary: list[Example], replay: list[Example], batch_size: int, repl
 
 
 def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, seed: int, system: str | None = None,
-               few_shot: str | None = None, accelerator=None):
+               few_shot: str | None = None, accelerator=None, progress: bool = True):
     """LoRA-SFT of `model` on prompt/completion rows. Returns (peft model, stats)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -236,6 +236,7 @@ def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, s
         max_bad_steps=cfg.max_bad_steps,
         micro_batch=cfg.micro_batch,
         accelerator=accelerator,
+        progress=progress,
         desc="train",
     )
     return peft_model, stats

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from selfreward.backends import Judgment
 
@@ -69,6 +70,42 @@ def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
 def context_length(model) -> int:
     cfg = model.config
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+
+
+class GrowingKVLayer(DynamicLayer):
+    """A cache layer that writes each step's keys and values into a preallocated buffer instead of concatenating:
+    `DynamicLayer` copies the whole cache at every generated token, which was 42-49% of the judge stage on the bench's
+    10M config (README, Benchmark). `reserve` is the room kept after the first write (generate's `max_new_tokens`);
+    a layer that outgrows it doubles. The cached keys are views of the buffer: for inference (`inference_mode`)."""
+
+    def __init__(self, reserve: int, **kwargs):
+        super().__init__(**kwargs)
+        self.reserve, self.buffer = reserve, None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, m = self.get_seq_length(), key_states.shape[-2]
+        buf = self.buffer
+        # still ours: batch_repeat_interleave / batch_select_indices / crop may have replaced or cut the keys
+        ours = buf is not None and n > 0 and self.keys.data_ptr() == buf[0].data_ptr() \
+            and self.keys.stride() == buf[0].stride()
+        if not ours or n + m > buf[0].shape[-2]:
+            cap = 2 * (n + m) if ours else n + m + self.reserve
+            buf = tuple(t.new_empty((*t.shape[:2], cap, t.shape[-1])) for t in (key_states, value_states))
+            if n:
+                buf[0][:, :, :n], buf[1][:, :, :n] = self.keys, self.values
+            self.buffer = buf
+        buf[0][:, :, n : n + m], buf[1][:, :, n : n + m] = key_states, value_states
+        self.keys, self.values = buf[0][:, :, : n + m], buf[1][:, :, : n + m]
+        return self.keys, self.values
+
+
+def growing_cache(model, reserve: int) -> DynamicCache:
+    """A DynamicCache for `model` whose full-attention layers are `GrowingKVLayer`s (sliding ones stay as they are)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingKVLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 class BatchedRegexProcessor:
@@ -189,13 +226,15 @@ class HFBackend:
             torch.manual_seed(seed + b)
             enc = self._encode([prompts[i] for i in idx])
             stats = TokenStats()
+            cache = growing_cache(self.model, max_new_tokens + 1)
             if n > 1 and enc["input_ids"].shape[1] > 1:  # one prefill per prompt, its cache shared by the n samples
-                cache = self._prefill(enc)
+                self._prefill(enc, cache)
                 cache.batch_repeat_interleave(n)
                 enc = {k: v.repeat_interleave(n, 0) for k, v in enc.items()}
                 seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=[stats], **kw)
             else:
-                seqs = self.model.generate(**enc, num_return_sequences=n, logits_processor=[stats], **kw)
+                seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, num_return_sequences=n,
+                                           logits_processor=[stats], **kw)
             gen = seqs[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
             row_stats = stats.per_row(gen, -1 if self.tokenizer.eos_token_id is None else self.tokenizer.eos_token_id)
@@ -206,14 +245,13 @@ class HFBackend:
                     self._stats[(prompts[i], t)] = st
         return out
 
-    def _prefill(self, enc: dict):
-        """The KV cache of every prompt token but the last (generate runs the last one and samples from it), at the
+    def _prefill(self, enc: dict, cache) -> None:
+        """Fill `cache` with every prompt token but the last (generate runs the last one and samples from it), at the
         positions generate gives left-padded rows."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
         positions = left_padded_positions(mask)
-        out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                         use_cache=True, logits_to_keep=1)
-        return out.past_key_values
+        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                   **{cache_kwarg(): cache}, use_cache=True, logits_to_keep=1)
 
     def _processor(self, regex: str) -> BatchedRegexProcessor:
         """A logits processor for `regex` over the whole batch (Outlines builds the regex's token index once)."""
@@ -247,7 +285,7 @@ class HFBackend:
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             enc = self._encode([prompts[i] for i in idx])
             positions = left_padded_positions(enc["attention_mask"])
-            logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            logits = self.model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1].float()
             values = self._score_values(scores, logits.shape[-1], exact=True).to(logits.device)
             logits = logits.masked_fill(torch.isnan(values), -math.inf)
             probs = torch.softmax(logits, -1)
@@ -276,7 +314,8 @@ class HFBackend:
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             torch.manual_seed(seed + b)
             enc = self._encode([prompts[i] for i in idx])
-            res = self.model.generate(**enc, logits_processor=[self._processor(regex)], output_scores=True,
+            res = self.model.generate(**enc, **{cache_kwarg(): growing_cache(self.model, max_new_tokens + 1)},
+                                      logits_processor=[self._processor(regex)], output_scores=True,
                                       return_dict_in_generate=True, **kw)
             gen = res.sequences[:, enc["input_ids"].shape[1] :]
             values = self._score_values(scores, res.scores[0].shape[-1]).to(gen.device)
@@ -313,7 +352,7 @@ class HFBackend:
         try:
             for idx in self._batches(texts, batch_size, desc):
                 enc = self._encode([texts[i] for i in idx])
-                logits = self.model(**enc).logits[:, :-1].float()
+                logits = self.model(**enc, use_cache=False).logits[:, :-1].float()
                 logp = torch.log_softmax(logits, -1)
                 tgt = enc["input_ids"][:, 1:]
                 tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)

@@ -48,3 +48,28 @@ def test_sampling_pass_log_probs_match_teacher_forcing():
     assert [a for a, _ in fast] == pytest.approx([a for a, _ in slow], abs=1e-4)
     assert [e for _, e in fast] == pytest.approx([e for _, e in slow], abs=1e-4)
     assert all(a < 0 for a, _ in fast)
+
+
+@pytest.mark.parametrize("reserve", [0, 3, 40])
+def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, reserve):
+    """The preallocated cache (no per-token concatenation) gives generate the same logits and tokens as transformers'
+    DynamicCache, whether its reserve is too small (it doubles) or enough; the keys it hands attention are views of
+    one buffer."""
+    from selfreward.backends.hf import GrowingKVLayer, cache_kwarg, growing_cache
+
+    model, tok = tiny_model
+    backend = HFBackend(model, tok, progress=False)
+    enc = backend._encode([chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1"]])
+    kw = dict(backend._gen_kwargs(0.0, 1.0, 0, 12), min_new_tokens=12, output_scores=True, return_dict_in_generate=True)
+    with torch.inference_mode():
+        plain = model.generate(**enc, **kw)
+        cache = growing_cache(model, reserve)
+        ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
+    assert torch.equal(ours.sequences, plain.sequences)
+    for a, b in zip(ours.scores, plain.scores):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    layer = cache.layers[0]
+    assert isinstance(layer, GrowingKVLayer)
+    assert layer.keys.shape[-2] == enc["input_ids"].shape[1] + 11  # the last token is never fed back
+    assert layer.keys.data_ptr() == layer.buffer[0].data_ptr()
+    assert layer.buffer[0].shape[-2] >= layer.keys.shape[-2]
