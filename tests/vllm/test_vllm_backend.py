@@ -79,7 +79,10 @@ def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+3={2 * (i + 2) + 3}", "text": t}
              for i, t in enumerate(["x=2", "x=9", "x=3", "x=40"])]
     jcfg = JudgeConfig(reasoning_regex="", score_prefix=":")
-    ours = judge(VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False), cands, jcfg, seed=0)
+    try:
+        ours = judge(VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False), cands, jcfg, seed=0)
+    finally:  # stop the engine's process now, not at interpreter exit, where its logging hits pytest's closed streams
+        llm.llm_engine.engine_core.shutdown()
     ref = judge(HFBackend(model, tok, progress=False), cands, jcfg, seed=0)
     assert all(j["parse_fail"] == 0 and 1.0 <= j["score"] <= 5.0 for j in ours)
     assert [j["score"] for j in ours] == pytest.approx([j["score"] for j in ref], abs=0.05)
