@@ -70,23 +70,25 @@ def params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def attention_flops(model, context: float) -> float:
+    """Attention's scores and weighted sum per token in the forward pass: 4 x layers x context x width."""
+    return 4 * model.config.num_hidden_layers * context * model.config.hidden_size
+
+
 def forward_flops(model, context: float) -> float:
     """Forward FLOPs per token: 2 per weight of every matmul (all linear layers, the LM head included; embedding
-    lookups cost none) plus attention's scores and weighted sum, 4 x layers x context x width."""
+    lookups cost none) plus attention's."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    cfg = model.config
-    return 2 * linear + 4 * cfg.num_hidden_layers * context * cfg.hidden_size
+    return 2 * linear + attention_flops(model, context)
 
 
 def lora_sft_flops(model, context: float, lora) -> float:
     """LoRA-SFT FLOPs per token: the frozen model's forward and its input gradients (2 x forward; no weight gradients),
     attention's backward (2 x its forward), and the adapters' forward, input and weight gradients (6 per adapter
     weight, r x (in + out) per targeted linear layer)."""
-    cfg = model.config
-    attention = 4 * cfg.num_hidden_layers * context * cfg.hidden_size
     adapters = sum(lora.r * (m.in_features + m.out_features) for name, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in lora.target_modules)
-    return 2 * forward_flops(model, context) + attention + 6 * adapters
+    return 2 * forward_flops(model, context) + attention_flops(model, context) + 6 * adapters
 
 
 def n_tokens(tok, texts) -> int:

@@ -237,7 +237,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"saved {out}")
 
 
-
 def replay_examples(tokenizer, recipe, n: int, seed: int) -> list:
     """Judge rows of the seed's synthetic evaluation data (right and near-miss answers, balanced)."""
     task, rng = EquationTask(), random.Random(seed + 17)
