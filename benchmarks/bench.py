@@ -22,12 +22,12 @@ import torch
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.config import Config, JudgeConfig, SamplingConfig, SeedRecipe, TrainConfig
 from selfreward.evaluate import evaluate
-from selfreward.judge import judge
+from selfreward.scorers.rubric import judge
 from selfreward.prompting import chat, render_judge
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
 from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
-from selfreward.train import autocast_dtype, train_lora
+from selfreward.train.fit import autocast_dtype, train_lora
 
 
 def sync(device: torch.device) -> None:

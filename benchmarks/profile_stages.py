@@ -18,11 +18,11 @@ from torch.profiler import ProfilerActivity, profile
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.config import Config, JudgeConfig, SamplingConfig, SeedRecipe, TrainConfig
 from selfreward.evaluate import evaluate
-from selfreward.judge import judge
+from selfreward.scorers.rubric import judge
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
 from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed, replay_examples
-from selfreward.train import train_lora
+from selfreward.train.fit import train_lora
 
 
 def main() -> None:

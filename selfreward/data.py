@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfreward.artifacts import write_jsonl
-from selfreward.metrics import overlapping
+from selfreward import scorers
+from selfreward.observe.metrics import overlapping
+from selfreward.prompting import chat
+from selfreward.records import Prompt
+from selfreward.rundir.artifacts import write_jsonl
+from selfreward.schema import ConfigError
 from selfreward.tasks.equation import EquationTask, pool
 
 
@@ -116,14 +120,12 @@ def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def load(cfg, run_dir: Path, fits=None) -> tuple[list[dict], list[dict], dict]:
+def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dict]:
     """Training pool and evaluation prompts; rejected rows go to RUN/rejected.jsonl."""
     train, evals = builtin(cfg) if not (cfg.train_prompts and cfg.eval_prompts) else ([], [])
     if fits is not None and train:
         longest = max(train + evals, key=lambda r: len(r["prompt"]))["prompt"]
         if why := fits(longest):
-            from selfreward.config import ConfigError
-
             raise ConfigError(f"built-in prompt {longest!r}: {why}")
     rejected: list[dict] = []
     for name in ("train_prompts", "eval_prompts"):
@@ -146,6 +148,7 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[dict], list[dict], dict]:
     if rejected:
         write_jsonl(Path(run_dir) / "rejected.jsonl", rejected)
     evals, stats = decontaminate(train, evals, cfg, run_dir)
+    train, evals = [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
     return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
                           "data/rejected": len(rejected), **stats}
 
@@ -166,10 +169,34 @@ def decontaminate(train: list[dict], evals: list[dict], cfg, run_dir: Path) -> t
     return evals, stats
 
 
-def for_iteration(train: list[dict], iteration: int, n: int) -> list[dict]:
+def for_iteration(train: list[Prompt], iteration: int, n: int) -> list[Prompt]:
     """The iteration's prompts: a fresh slice of the pool each round (wrapping around), or all when n=0."""
     if n <= 0 or n >= len(train):
         return train
     start = ((iteration - 1) * n) % len(train)
     picked = train[start : start + n]
     return picked + train[: n - len(picked)]
+
+
+def context_check(cfg, tokenizer, context: int):
+    """`fits(prompt) -> reason | None`: the prompt, its generation budget and the judge prompt built from it must fit
+    the model's context (the policy's judge prompt, where the scorer has one)."""
+    s, scorer = cfg.sampling, scorers.of(cfg.judge)
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    def check(prompt: str) -> str | None:
+        p = n_tokens(chat(tokenizer, prompt, s.system_prompt, s.few_shot))
+        if p + s.max_new_tokens > context:
+            return f"prompt is {p} tokens; with sampling.max_new_tokens={s.max_new_tokens} it exceeds the context ({context})"
+        if (judged := scorer.judge_prompt(cfg.judge, prompt)) is None:  # verifier, reward model: no policy judge prompt
+            return None
+        text, responses, budget = judged
+        jp = n_tokens(chat(tokenizer, text, s.system_prompt))
+        if jp + responses * s.max_new_tokens + budget > context:
+            return (f"judge prompt is {jp} tokens; with {responses} response(s) of {s.max_new_tokens} and the judge's "
+                    f"max_new_tokens ({budget}) it exceeds the context ({context})")
+        return None
+
+    return check

@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from selfreward import scorers
+from selfreward.train.stage import objective_name
+
 GIB = 2**30
 
 # Architectures of hub models the experiments name, so the plan needs no network.
@@ -82,9 +87,11 @@ def plan(cfg) -> str:
         f"  iterations {cfg.iterations}: per iteration {prompts} prompts",
         "  stages     sample -> judge -> select -> train (LoRA) -> evaluate, per iteration; the seed evaluated first",
         f"  sample     K={s.k}, temperature={s.temperature}, top_p={s.top_p}, max_new_tokens={s.max_new_tokens}",
-        f"  judge      {j.kind}: {j.template}, scores {list(j.scores)}, scoring={j.scoring}, n={j.n}",
+        f"  judge      {scorers.name_of(j)}: scores {list(j.scores)}, "
+        + ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(j, enum_to_str=True).items()
+                    if k not in ("scores", "accept", "batch_size")),
         f"  select     {sel.strategy}, top_k={sel.top_k}, threshold={sel.threshold}, min_margin={sel.min_margin}",
-        f"  train      LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, steps={t.steps}, merge={t.merge}, "
+        f"  train      {objective_name(t)}, LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, steps={t.steps}, merge={t.merge}, "
         f"processes={t.processes}" + (f" ({t.accelerate_config})" if t.processes > 1 else ""),
         f"  eval       K={cfg.eval.k} sampled + greedy on held-out prompts",
         f"  GPUs       {max(gpus, t.processes)} (generation {gpus}, training {t.processes})",

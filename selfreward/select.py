@@ -4,90 +4,117 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter, defaultdict
+from collections import Counter
+from dataclasses import dataclass
 
-from selfreward.metrics import mean
+from selfreward.observe.metrics import mean
+from selfreward.records import Candidate, Judgment, Pair, Selection, by_prompt
+from selfreward.schema import Choice, opt, require
 
 
-def _order(cands: list[dict], key, tie_break: str) -> list[dict]:
+class Strategy(Choice):
+    judge = "judge"
+    random = "random"
+    majority = "majority"
+    logprob = "logprob"
+
+
+class TieBreak(Choice):
+    shortest = "shortest"
+    first = "first"
+
+
+@dataclass
+class SelectionConfig:
+    strategy: Strategy = opt(Strategy.judge, "judge | random | majority (self-consistency) | logprob (sharpening); "
+                                             "only judge reads the scores")
+    top_k: int = opt(1, "winners kept per prompt")
+    threshold: float | None = opt(3.0, "minimum score to keep a candidate, in the scorer's units (None = keep the best)")
+    min_margin: float = opt(0.0, "skip prompts whose best-minus-worst score is below this (saturated)")
+    tie_break: TieBreak = opt(TieBreak.shortest, "order among equal scores: shortest first, or first sampled")
+    pair_margin: float = opt(1.0, "write a chosen/rejected pair when best minus worst score is at least this")
+    length_tolerance: float = opt(0.0, "prefer the shortest candidate scoring within this of the best (0 = off)")
+    seed: int = opt(0, "seed of the random control")
+
+    def __post_init__(self):
+        require(self.top_k >= 1, "selection.top_k must be >= 1")
+        require(self.length_tolerance >= 0, "selection.length_tolerance must be >= 0 (0 = off)")
+
+
+@dataclass
+class _Scored:
+    c: Candidate
+    score: float
+
+
+def _order(cands: list[_Scored], key, tie_break: str) -> list[_Scored]:
     """Best first by key; ties broken by length (shortest) then candidate index: deterministic."""
-    if tie_break == "shortest":
-        return sorted(cands, key=lambda c: (-key(c), len(c["text"]), c["cand_idx"]))
-    return sorted(cands, key=lambda c: (-key(c), c["cand_idx"]))
+    if tie_break == TieBreak.shortest:
+        return sorted(cands, key=lambda s: (-key(s), len(s.c.text), s.c.cand_idx))
+    return sorted(cands, key=lambda s: (-key(s), s.c.cand_idx))
 
 
-def length_controlled(ranked: list[dict], tolerance: float) -> list[dict]:
+def length_controlled(ranked: list[_Scored], tolerance: float) -> list[_Scored]:
     """Candidates scoring within `tolerance` of the best come first, shortest first; the rest keep their order."""
-    best = ranked[0]["score"]
-    near = [c for c in ranked if c["score"] >= best - tolerance]
-    return sorted(near, key=lambda c: (len(c["text"]), -c["score"], c["cand_idx"])) + ranked[len(near) :]
+    best = ranked[0].score
+    near = [s for s in ranked if s.score >= best - tolerance]
+    return sorted(near, key=lambda s: (len(s.c.text), -s.score, s.c.cand_idx)) + ranked[len(near) :]
 
 
-def select(candidates: list[dict], scores: dict[tuple, float], cfg, seed: int = 0) -> tuple[list[dict], list[dict], dict]:
-    """(selected rows, preference pairs, stats). `scores` maps (prompt_id, cand_idx) to the judge score (NaN = failed).
+def select(candidates: list[Candidate], judgments: list[Judgment], cfg: SelectionConfig,
+           seed: int = 0) -> tuple[list[Selection], list[Pair], dict]:
+    """(winners, preference pairs, select/ stats). A judgment's NaN score means it could not score: never kept.
 
-    Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority
-    (most common final answer), logprob (highest mean token log-prob). Only `judge` reads scores.
+    Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority (most common final
+    answer), logprob (highest mean token log-prob). Only `judge` reads scores.
     """
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for c in candidates:
-        groups[c["prompt_id"]].append(c)
-    selected, pairs = [], []
-    counts = Counter()
-    margins = []
+    scores = {j.key: j.score for j in judgments}
+    groups = by_prompt(candidates)
+    selected, pairs, counts = [], [], Counter()
     for pid, cands in groups.items():
-        scored = [dict(c, score=scores.get((pid, c["cand_idx"]), math.nan)) for c in cands]
-        valid = [c for c in scored if not math.isnan(c["score"])]
-        if valid:
-            margins.append(max(c["score"] for c in valid) - min(c["score"] for c in valid))
-        if cfg.strategy == "judge":
+        scored = [_Scored(c, scores.get(c.key, math.nan)) for c in cands]
+        if cfg.strategy == Strategy.judge:
+            valid = [s for s in scored if not math.isnan(s.score)]
             if not valid:
                 counts["no_valid"] += 1
                 continue
-            ranked = _order(valid, lambda c: c["score"], cfg.tie_break)
+            ranked = _order(valid, lambda s: s.score, cfg.tie_break)
             worst = ranked[-1]
-            margin = ranked[0]["score"] - worst["score"]
+            margin = ranked[0].score - worst.score
             if cfg.length_tolerance > 0:  # Meta-Rewarding's length control: near-best and shorter beats best
                 ranked = length_controlled(ranked, cfg.length_tolerance)
             if len(valid) > 1 and margin < cfg.min_margin:
                 counts["saturated"] += 1
                 continue
-            keep = [c for c in ranked[: cfg.top_k] if cfg.threshold is None or c["score"] >= cfg.threshold]
+            keep = [s for s in ranked[: cfg.top_k] if cfg.threshold is None or s.score >= cfg.threshold]
             if not keep:
                 counts["abstained"] += 1
                 continue
-            if ranked[0] is not worst and ranked[0]["score"] - worst["score"] >= cfg.pair_margin:
-                # TRL's standard preference format (prompt/chosen/rejected); the extra keys are ignored by DPOTrainer
-                pairs.append({"prompt": cands[0]["prompt"], "chosen": ranked[0]["text"], "rejected": worst["text"],
-                              "prompt_id": pid, "score_chosen": ranked[0]["score"], "score_rejected": worst["score"]})
-        elif cfg.strategy == "random":
+            if ranked[0] is not worst and ranked[0].score - worst.score >= cfg.pair_margin:
+                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, worst.c.text, pid, ranked[0].score, worst.score))
+        elif cfg.strategy == Strategy.random:
             rng = random.Random(f"{cfg.seed}/{seed}/{pid}")  # str seeds hash deterministically
             keep = rng.sample(scored, min(cfg.top_k, len(scored)))
-        elif cfg.strategy == "majority":
-            votes = Counter(c["final"] for c in scored if c.get("final") is not None)
+        elif cfg.strategy == Strategy.majority:
+            votes = Counter(s.c.final for s in scored if s.c.final is not None)
             if not votes:
                 counts["no_answer"] += 1
                 continue
             top = max(votes.values())
-            winner = next(c["final"] for c in sorted(scored, key=lambda c: c["cand_idx"]) if votes.get(c["final"]) == top)
-            keep = _order([c for c in scored if c["final"] == winner], lambda c: 0.0, cfg.tie_break)[: cfg.top_k]
-        elif cfg.strategy == "logprob":
-            keep = _order(scored, lambda c: c["logprob"], cfg.tie_break)[: cfg.top_k]
+            winner = next(s.c.final for s in sorted(scored, key=lambda s: s.c.cand_idx) if votes.get(s.c.final) == top)
+            keep = _order([s for s in scored if s.c.final == winner], lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
         else:
-            raise ValueError(f"unknown selection.strategy {cfg.strategy!r}")
-        for c in keep:
-            selected.append({"prompt": c["prompt"], "completion": c["text"], "prompt_id": pid, "cand_idx": c["cand_idx"],
-                             "score": c["score"], "correct": c.get("correct")})
+            keep = _order(scored, lambda s: s.c.logprob, cfg.tie_break)[: cfg.top_k]
+        selected += [Selection(s.c.prompt, s.c.text, pid, s.c.cand_idx, s.score, s.c.correct) for s in keep]
     n = max(1, len(groups))
-    verified = [s["correct"] for s in selected if s["correct"] is not None]
+    verified = [s.correct for s in selected if s.correct is not None]
     stats = {
         "select/kept": len(selected),
-        "select/prompts_kept": len({s["prompt_id"] for s in selected}) / n,
+        "select/prompts_kept": len({s.prompt_id for s in selected}) / n,
         "select/abstained": counts["abstained"] / n,
         "select/skipped_saturated": counts["saturated"] / n,
-        "select/mean_score": mean(s["score"] for s in selected),
+        "select/mean_score": mean(s.score for s in selected),
         "select/verified_precision": sum(verified) / len(verified) if verified else math.nan,
         "select/pairs": len(pairs),
-        "judge/margin": mean(margins),
     }
     return selected, pairs, stats

@@ -12,7 +12,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from selfreward.backends import Judgment
+from selfreward.backends import JudgeOutput
+from selfreward.records import Completion
 
 
 @functools.cache
@@ -178,7 +179,6 @@ class HFBackend:
         self._outlines = None
         self._processors: dict[str, object] = {}
         self._score_map: dict[tuple, torch.Tensor] = {}
-        self._stats: dict[tuple[str, str], tuple[float, float]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -188,7 +188,6 @@ class HFBackend:
         """Swap in the next iteration's policy (merged, or the PEFT model itself); constraint indexes depend only on
         the tokenizer and stay cached."""
         self.model = policy
-        self._stats = {}
         if self._outlines is not None:
             self._outlines.model = policy
 
@@ -217,10 +216,9 @@ class HFBackend:
 
     @torch.inference_mode()
     def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
-        """n completions per prompt; `self.last_seeds[i]` is the torch seed prompt i was sampled under."""
-        out: list[list[str]] = [[] for _ in prompts]
-        self.last_seeds = [seed] * len(prompts)
-        self._stats = {}  # the log-probs of this call's samples (what `logprob` would compute for them again)
+        """n completions per prompt, each with its log-prob and entropy read off generate's own logits and the torch
+        seed its batch was sampled under (seed + batch index)."""
+        out: list[list[Completion]] = [[] for _ in prompts]
         kw = self._gen_kwargs(temperature, top_p, top_k, max_new_tokens)
         for b, idx in enumerate(self._batches(prompts, max(1, batch_size // n), desc)):
             torch.manual_seed(seed + b)
@@ -239,10 +237,8 @@ class HFBackend:
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
             row_stats = stats.per_row(gen, -1 if self.tokenizer.eos_token_id is None else self.tokenizer.eos_token_id)
             for j, i in enumerate(idx):
-                out[i] = texts[j * n : (j + 1) * n]
-                self.last_seeds[i] = seed + b
-                for t, st in zip(out[i], row_stats[j * n : (j + 1) * n]):
-                    self._stats[(prompts[i], t)] = st
+                rows = range(j * n, (j + 1) * n)
+                out[i] = [Completion(texts[r], *row_stats[r], seed=seed + b) for r in rows]
         return out
 
     def _prefill(self, enc: dict, cache) -> None:
@@ -281,7 +277,7 @@ class HFBackend:
     def score_next(self, prompts, scores, temperature, seed, batch_size=512, desc="judge"):
         """Score-only judgments from one forward pass per batch: the next token's distribution restricted to the score
         tokens gives the expected score; its argmax (temperature 0) or a draw is the sampled one."""
-        out: list[Judgment | None] = [None] * len(prompts)
+        out: list[JudgeOutput | None] = [None] * len(prompts)
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             enc = self._encode([prompts[i] for i in idx])
             positions = left_padded_positions(enc["attention_mask"])
@@ -297,7 +293,7 @@ class HFBackend:
                 picks = logits.argmax(-1)
             for j, i in enumerate(idx):
                 tid = int(picks[j])
-                out[i] = Judgment(raw=self.tokenizer.decode([tid]), expected=float(expected[j]), sampled=float(values[tid]))
+                out[i] = JudgeOutput(raw=self.tokenizer.decode([tid]), expected=float(expected[j]), sampled=float(values[tid]))
         return out
 
     @torch.inference_mode()
@@ -308,7 +304,7 @@ class HFBackend:
         allowed there) gives sum_v p(v) * v in the same pass that decodes it.
         """
         full = re.compile(regex)
-        out: list[Judgment | None] = [None] * len(prompts)
+        out: list[JudgeOutput | None] = [None] * len(prompts)
         kw = self._gen_kwargs(temperature, 1.0, 0, max_new_tokens)
         eos = self.tokenizer.eos_token_id
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
@@ -324,7 +320,7 @@ class HFBackend:
                 text = texts[j]
                 m = full.fullmatch(text)
                 if m is None:  # truncated before the regex completed
-                    out[i] = Judgment(raw=text, expected=math.nan, sampled=math.nan)
+                    out[i] = JudgeOutput(raw=text, expected=math.nan, sampled=math.nan)
                     continue
                 toks = gen[j].tolist()
                 last = len(toks) - 1
@@ -334,16 +330,13 @@ class HFBackend:
                 ok = ~torch.isnan(values)
                 mass = probs[ok].sum()
                 expected = float((probs[ok] * values[ok]).sum() / mass) if mass > 0 else float(text[-1])
-                out[i] = Judgment(raw=text, expected=expected, sampled=float(text[-1]))
+                out[i] = JudgeOutput(raw=text, expected=expected, sampled=float(text[-1]))
         return out
 
     @torch.inference_mode()
     def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
-        """Mean log-prob and mean entropy (nats) per completion token at temperature 1: read off the last `generate`
-        call where it produced these completions (their tokens up to EOS), else teacher-forced (completion + EOS)."""
-        pairs = list(zip(prompts, completions))
-        if pairs and all(p in self._stats for p in pairs):
-            return [self._stats[p] for p in pairs]
+        """Mean log-prob and mean entropy (nats) per completion token at temperature 1, teacher-forced
+        (completion + EOS). Sampled completions carry theirs already (`Completion.logprob`)."""
         eos = self.tokenizer.eos_token
         texts = [p + c + eos for p, c in zip(prompts, completions)]
         n_prompt = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]

@@ -11,7 +11,8 @@ import math
 import re
 from pathlib import Path
 
-from selfreward.backends import Judgment
+from selfreward.backends import JudgeOutput
+from selfreward.records import Completion
 
 
 def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", gguf_file: str | None = None,
@@ -57,9 +58,12 @@ class VLLMBackend:
     def __init__(self, llm, tokenizer, cfg, scorer, progress: bool = True):
         self.llm, self.tokenizer, self.cfg, self.scorer, self.progress = llm, tokenizer, cfg, scorer, progress
         self.lora = None
-        self.last_seeds: list[int] = []
-        self._stats: dict[tuple[str, str], tuple[float, float]] = {}
         self._asleep = False
+
+    @property
+    def device(self):
+        """Where models beside the policy (a reward model) run: the trainer's device, not the CPU by default."""
+        return self.scorer.device
 
     def update(self, policy, adapter_dir: Path | None, iteration: int = 0) -> None:
         """Serve the iteration's adapter (saved by PEFT, relative to the base weights) from now on."""
@@ -67,7 +71,6 @@ class VLLMBackend:
 
         self._wake()
         self.scorer.update(policy)
-        self._stats.clear()
         if adapter_dir is not None:
             self.lora = LoRARequest(f"iter_{iteration:03d}", iteration, str(adapter_dir))
             print(f"[selfreward] vLLM serves adapter {self.lora.lora_name} from {adapter_dir}", flush=True)
@@ -102,15 +105,8 @@ class VLLMBackend:
                            logprobs=self.cfg.logprobs)
             for i in range(len(prompts))
         ]
-        self.last_seeds = [seed + i for i in range(len(prompts))]
-        out = []
-        for prompt, o in zip(prompts, self._run(prompts, params)):
-            texts = []
-            for c in sorted(o.outputs, key=lambda c: c.index):
-                texts.append(c.text)
-                self._stats[(prompt, c.text)] = _token_stats(c)
-            out.append(texts)
-        return out
+        return [[Completion(c.text, *_token_stats(c), seed=seed + i) for c in sorted(o.outputs, key=lambda c: c.index)]
+                for i, o in enumerate(self._run(prompts, params))]
 
     def judge(self, prompts, regex, scores, temperature, max_new_tokens, seed, batch_size=512, desc="judge"):
         """Judgments constrained to `regex` by vLLM's structured outputs; the expected score from the score token's
@@ -130,7 +126,7 @@ class VLLMBackend:
             c = o.outputs[0]
             text = c.text
             if full.fullmatch(text) is None:  # truncated before the regex completed
-                out.append(Judgment(raw=text, expected=math.nan, sampled=math.nan))
+                out.append(JudgeOutput(raw=text, expected=math.nan, sampled=math.nan))
                 continue
             last = _last_content_index(c.token_ids, self.tokenizer)
             probs: dict[float, float] = {}
@@ -140,7 +136,7 @@ class VLLMBackend:
                     probs[float(token[-1])] = probs.get(float(token[-1]), 0.0) + math.exp(lp.logprob)
             mass = sum(probs.values())
             expected = sum(v * p for v, p in probs.items()) / mass if mass > 0 else float(text[-1])
-            out.append(Judgment(raw=text, expected=expected, sampled=float(text[-1])))
+            out.append(JudgeOutput(raw=text, expected=expected, sampled=float(text[-1])))
         return out
 
     def score_next(self, prompts, scores, temperature, seed, batch_size=512, desc="judge"):
@@ -149,11 +145,8 @@ class VLLMBackend:
         return self.judge(prompts, choice, scores, temperature, 2, seed, batch_size=batch_size, desc=desc)
 
     def logprob(self, prompts, completions, batch_size=256, desc="logprob"):
-        """(mean token log-prob, mean entropy) per completion: read from the sampling pass when the engine sampled
-        it (entropy over the top `vllm.logprobs` tokens: a lower bound), else teacher-forced by `scorer`."""
-        pairs = list(zip(prompts, completions))
-        if all(p in self._stats for p in pairs):
-            return [self._stats[p] for p in pairs]
+        """(mean token log-prob, mean entropy) per completion, teacher-forced by `scorer` (sampled completions carry
+        theirs from the sampling pass; there the entropy is over the top `vllm.logprobs` tokens: a lower bound)."""
         return self.scorer.logprob(prompts, completions, batch_size=batch_size, desc=desc)
 
 

@@ -16,19 +16,31 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from selfreward.backends.hf import HFBackend
+from selfreward.observe.metrics import auc, auc_within
+from selfreward.prompting import chat, render_judge, template_path
+from selfreward.records import Candidate
+from selfreward.rundir.artifacts import atomic
+from selfreward.scorers import rubric
+from selfreward.scorers.verifier import is_correct
 from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss
+from selfreward.tasks.recipe import SeedRecipe
+from selfreward.train.fit import fit
+from selfreward.train.sft import Example, collate, encode, loss
 
 FORMAT_VERSION = 1  # bump when the data format or training code changes what a recipe produces
 PACKAGED = Path(__file__).resolve().parent / "seed_weights"
 CHARS = "0123456789abcdefghijklmnopqrstuvwxyz+-*/=<>?!.,;:|()[]{}'\"#%&_ "
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}<|system|>{{ m['content'] }}"
@@ -69,8 +81,6 @@ def build_model(recipe, tokenizer):
 
 
 def recipe_hash(recipe) -> str:
-    from selfreward.prompting import template_path
-
     blob = json.dumps({"recipe": _plain(recipe), "task": asdict(EquationTask()), "format": FORMAT_VERSION,
                        "template": template_path(recipe.judge_template).read_text(encoding="utf-8")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -93,8 +103,6 @@ def ensure_seed(recipe, progress: bool = True) -> Path:
 
 
 def _plain(recipe) -> dict:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(recipe, resolve=True) if OmegaConf.is_config(recipe) else asdict(recipe)
 
 
@@ -106,17 +114,12 @@ def _train_prompt(task: EquationTask, rng: random.Random, evaluation: bool = Fal
 
 
 def judge_example(tokenizer, template: str, prompt: str, response: str, weight: float):
-    from selfreward.prompting import render_judge
-    from selfreward.train import encode
-
     check, score = check_text(prompt, response)
     return encode(tokenizer, render_judge(template, prompt, response), f"{check}:{score}", last_weight=weight)
 
 
 def build(recipe, out: Path, progress: bool = True) -> dict:
     """Train the seed and save it as an HF model directory (atomically: temp dir, then rename)."""
-    from selfreward.train import encode, fit
-
     t0 = time.time()
     torch.manual_seed(recipe.seed)
     task, rng = EquationTask(), random.Random(recipe.seed)
@@ -135,8 +138,8 @@ def build(recipe, out: Path, progress: bool = True) -> dict:
         n_gen = round(recipe.batch_size * recipe.gen_fraction)
         return [instruction() for _ in range(n_gen)] + [synthetic_judgment() for _ in range(recipe.batch_size - n_gen)]
 
-    stats = fit(model, phase1, recipe.steps, recipe.lr, tokenizer.pad_token_id, warmup=50, schedule="cosine",
-                desc="seed 1/2", progress=progress)
+    stats = fit(model, phase1, collate, loss, recipe.steps, recipe.lr, tokenizer.pad_token_id, warmup=50,
+                schedule="cosine", desc="seed 1/2", progress=progress)
 
     # phase 2: the seed's own samples, labelled by the verifier, as contrastive judge data
     rights, wrongs = _own_samples(model, tokenizer, task, rng, n_prompts=384, k=8, progress=progress)
@@ -154,8 +157,8 @@ def build(recipe, out: Path, progress: bool = True) -> dict:
         return rows
 
     if recipe.self_steps:
-        fit(model, phase2, recipe.self_steps, recipe.lr / 3, tokenizer.pad_token_id, warmup=20, schedule="cosine",
-            desc="seed 2/2", progress=progress)
+        fit(model, phase2, collate, loss, recipe.self_steps, recipe.lr / 3, tokenizer.pad_token_id, warmup=20,
+            schedule="cosine", desc="seed 2/2", progress=progress)
     report = {"recipe_hash": recipe_hash(recipe), "recipe": _plain(recipe), "train_s": round(time.time() - t0, 1),
               "loss_first": stats["loss_first"], "phase2_rights": len(rights), "phase2_wrongs": len(wrongs),
               "params": sum(p.numel() for p in model.parameters())}
@@ -165,30 +168,19 @@ def build(recipe, out: Path, progress: bool = True) -> dict:
 
 
 def _own_samples(model, tokenizer, task, rng, n_prompts: int, k: int, progress: bool):
-    from selfreward.backends.hf import HFBackend
-    from selfreward.prompting import chat
-    from selfreward.verifier import is_correct
-
     rows = [_train_prompt(task, rng) for _ in range(n_prompts)]
     backend = HFBackend(model, tokenizer, progress=progress)
     outs = backend.generate([chat(tokenizer, r["prompt"]) for r in rows], k, 1.0, 1.0, 0, 8,
                             seed=rng.randrange(2**31), desc="seed samples")
     rights, wrongs = [], []
-    for r, texts in zip(rows, outs):
-        for t in texts:
+    for r, comps in zip(rows, outs):
+        for t in (c.text for c in comps):
             (rights if is_correct(t, r["answer"]) else wrongs).append((r["prompt"], t))
     return rights, wrongs
 
 
 def measure(model, tokenizer, recipe, progress: bool = True, k: int = 8) -> dict:
     """Seed quality on held-out-space prompts (never trained on): sampled/greedy accuracy, judge AUCs."""
-    from selfreward.backends.hf import HFBackend
-    from selfreward.config import JudgeConfig
-    from selfreward.judge import judge
-    from selfreward.metrics import auc, auc_within
-    from selfreward.prompting import chat
-    from selfreward.verifier import is_correct
-
     rng = random.Random(recipe.seed + 99)
     task = EquationTask()
     rows = [_train_prompt(task, rng, evaluation=True) for _ in range(recipe.report_prompts)]
@@ -196,36 +188,28 @@ def measure(model, tokenizer, recipe, progress: bool = True, k: int = 8) -> dict
     inputs = [chat(tokenizer, r["prompt"]) for r in rows]
     sampled = backend.generate(inputs, k, 1.0, 1.0, 0, 8, seed=1, desc="seed eval")
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, 8, seed=1, desc="seed greedy")
-    cands = [{"prompt_id": str(i), "cand_idx": j, "prompt": r["prompt"], "text": t, "answer": r["answer"]}
-             for i, (r, texts) in enumerate(zip(rows, sampled)) for j, t in enumerate(texts)]
-    jcfg = JudgeConfig(template=recipe.judge_template)
-    scores = [j["score"] for j in judge(backend, cands, jcfg, seed=2, desc="seed judge")]
-    labels = [bool(is_correct(c["text"], c["answer"])) for c in cands]
+    cands = [Candidate(str(i), r["prompt"], j, c.text, c.seed, r["answer"], None, c.logprob, c.entropy,
+                       is_correct(c.text, r["answer"]))
+             for i, (r, comps) in enumerate(zip(rows, sampled)) for j, c in enumerate(comps)]
+    jcfg = rubric.Config(rubric=rubric.RubricSettings(template=recipe.judge_template))
+    scores = [j.score for j in rubric.score(backend, cands, jcfg, seed=2, desc="seed judge")]
+    labels = [bool(c.correct) for c in cands]
     return {
         "sampled_accuracy": sum(labels) / len(labels),
-        "greedy_accuracy": sum(bool(is_correct(g[0], r["answer"])) for g, r in zip(greedy, rows)) / len(rows),
+        "greedy_accuracy": sum(bool(is_correct(g[0].text, r["answer"])) for g, r in zip(greedy, rows)) / len(rows),
         "judge_auc": auc(scores, labels),
-        "judge_auc_within": auc_within([c["prompt_id"] for c in cands], scores, labels),
+        "judge_auc_within": auc_within([c.prompt_id for c in cands], scores, labels),
     }
 
 
 def _save(model, tokenizer, report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from omegaconf import OmegaConf
-
-    from selfreward.config import SeedRecipe
-
     ap = argparse.ArgumentParser(description="Build the built-in seed model M0 for a recipe.")
     ap.add_argument("--out", default=str(PACKAGED), help="root directory; the model goes to OUT/<recipe hash>")
     ap.add_argument("overrides", nargs="*", help="recipe fields, e.g. steps=200 hidden_size=128")
@@ -237,7 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"saved {out}")
 
 
-def replay_examples(tokenizer, recipe, n: int, seed: int) -> list:
+def replay_for(cfg, tokenizer) -> list[Example]:
+    """The built-in seed's own judge (evaluation) data, replayed during training so judging does not erode
+    (`train.replay_fraction`; none for other models). Judge rows only: they teach generation no answers."""
+    if cfg.model.path != "builtin" or cfg.train.get("replay_fraction", 0) <= 0:
+        return []
+    return replay_examples(tokenizer, cfg.model.seed, n=2048, seed=cfg.seed)
+
+
+def replay_examples(tokenizer, recipe, n: int, seed: int) -> list[Example]:
     """Judge rows of the seed's synthetic evaluation data (right and near-miss answers, balanced)."""
     task, rng = EquationTask(), random.Random(seed + 17)
     return [synthetic_judgment_example(tokenizer, recipe, task, rng) for _ in range(n)]

@@ -25,7 +25,7 @@ def test_two_process_sft_trains_one_adapter(tmp_path, cache_dir, tiny_model):
 
     from peft import PeftModel
 
-    from selfreward.train_job import adapter_digest
+    from selfreward.train.job import adapter_digest
 
     loaded = PeftModel.from_pretrained(copy.deepcopy(tiny_model[0]), d / "adapter")
     assert adapter_digest(loaded) == digests[0]  # what rank 0 saved is what both trained

@@ -68,7 +68,7 @@ def test_contaminated_eval_prompts_are_dropped_or_stop_the_run(tmp_path):
 
 
 def test_sharded_stage_resumes_and_cleans_up(tmp_path):
-    from selfreward.artifacts import sharded
+    from selfreward.rundir.artifacts import sharded
 
     calls = []
 

@@ -8,7 +8,7 @@ import torch
 
 from selfreward.backends.hf import HFBackend
 from selfreward.config import JudgeConfig
-from selfreward.judge import judge, schema_regex
+from selfreward.scorers.rubric import judge, schema_regex
 from selfreward.prompting import render_judge
 
 
@@ -112,7 +112,7 @@ def test_expected_score_lies_between_scores_and_n_samples_average(tiny_model):
 
 
 def test_verifier_scorer():
-    from selfreward.judge import verify
+    from selfreward.scorers.rubric import verify
 
     cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": a}
              for i, (t, a) in enumerate([("x=49", "49"), ("x=48", "49"), ("x=3", None)])]
@@ -132,7 +132,7 @@ def _code_rows():
 
 
 def test_verifier_answer_regex():
-    from selfreward.judge import verify
+    from selfreward.scorers.rubric import verify
 
     cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": "7"}
              for i, t in enumerate(["Answer: 7 (checked 3 times)", "Answer: 3, not 7", "7"])]
@@ -143,7 +143,7 @@ def test_verifier_answer_regex():
 
 
 def test_verifier_runs_code_tests_and_picks_by_row():
-    from selfreward.judge import verify
+    from selfreward.scorers.rubric import verify
 
     t = time.time()
     rows = verify(_code_rows(), JudgeConfig(kind="verifier", timeout=2.0))
@@ -174,7 +174,7 @@ def test_combined_gate_and_weighted(tiny_model):
 
 
 def test_pairwise_matchups_cover_all_pairs_or_sampled_opponents():
-    from selfreward.pairwise import matchups
+    from selfreward.scorers.pairwise import matchups
 
     assert matchups([0, 1, 2, 3], 1, "s") == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
     big = matchups(list(range(8)), 2, "s")
@@ -186,7 +186,7 @@ def test_pairwise_scores_win_rates_and_reports_position_bias(tiny_model):
     """Random weights: verdicts are arbitrary, but always parse; scores are win rates on the 1-5 scale."""
     from transformers import AutoModelForCausalLM
 
-    from selfreward.metrics import judge_report
+    from selfreward.observe.metrics import judge_report
 
     model, tok = tiny_model
     torch.manual_seed(2)
@@ -222,7 +222,7 @@ def _tiny_reward_model(path):
 
 
 def test_reward_model_scores_are_finite_deterministic_and_batch_invariant(tmp_path):
-    from selfreward.reward_model import reward
+    from selfreward.scorers.reward_model import reward
 
     path = _tiny_reward_model(tmp_path / "rm")
     cands = [{"prompt_id": str(i % 3), "cand_idx": i, "prompt": f"{i + 2}x+1={2 * i + 5}", "text": "x=" + "2" * (i + 1)}
@@ -242,7 +242,7 @@ def test_code_examples_score_end_to_end():
     from pathlib import Path
 
     from selfreward.data import read_prompts
-    from selfreward.judge import verify
+    from selfreward.scorers.rubric import verify
 
     root = Path(__file__).resolve().parents[2] / "examples"
     rows = []

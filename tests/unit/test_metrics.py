@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from selfreward.metrics import agreement, auc, auc_within, judge_report
+from selfreward.observe.metrics import agreement, auc, auc_within, judge_report
 
 
 def test_auc_known_values():
@@ -37,7 +37,7 @@ def test_agreement_and_report():
 
 
 def test_diversity_of_identical_and_disjoint_candidates():
-    from selfreward.metrics import distinct_n, diversity_report, self_bleu
+    from selfreward.observe.metrics import distinct_n, diversity_report, self_bleu
 
     same = ["the cat sat on the mat"] * 4
     disjoint = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota", "kappa lambda mu"]
@@ -54,7 +54,7 @@ def test_diversity_of_identical_and_disjoint_candidates():
 
 
 def test_embedding_similarity_of_identical_and_different_candidates():
-    from selfreward.embed import mean_pairwise_cosine
+    from selfreward.observe.embed import mean_pairwise_cosine
 
     same = [{"prompt_id": "p", "text": "the cat sat on the mat"} for _ in range(3)]
     diff = [{"prompt_id": "q", "text": t} for t in ["the cat sat on the mat", "stock markets fell sharply", "x=49"]]

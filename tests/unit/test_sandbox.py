@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selfreward.sandbox import extract_code, run_many, run_tests
+from selfreward.scorers.sandbox import extract_code, run_many, run_tests
 
 ADD = "def add(a, b):\n    return a + b\n"
 

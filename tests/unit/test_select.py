@@ -94,7 +94,7 @@ def test_pairs_are_trl_preference_rows_and_train_a_dpo_step(tmp_path, tiny_model
     from trl import DPOConfig, DPOTrainer
     from trl.data_utils import is_conversational, maybe_apply_chat_template
 
-    from selfreward.artifacts import write_jsonl
+    from selfreward.rundir.artifacts import write_jsonl
 
     rows = []
     for k in range(4):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from selfreward.config import TrainConfig
-from selfreward.train import Example, collate, encode, train_lora
+from selfreward.train.fit import Example, collate, encode, train_lora
 
 
 def test_loss_only_on_completion_and_score_token_weighted(tiny_model):
@@ -34,7 +34,7 @@ def test_lora_training_changes_every_adapter_weight_and_not_the_base(tiny_model)
 
 def test_non_finite_losses_are_skipped_then_abort(tiny_model):
 
-    from selfreward.train import TrainingAborted, fit
+    from selfreward.train.fit import TrainingAborted, fit
 
     model, tok = tiny_model
     model = copy.deepcopy(model)
@@ -53,7 +53,7 @@ def test_non_finite_losses_are_skipped_then_abort(tiny_model):
 
 
 def test_length_buckets_cover_rows_once_and_cut_at_length_jumps():
-    from selfreward.train import length_buckets
+    from selfreward.train.fit import length_buckets
 
     lengths = [20, 46, 21, 20, 47, 22] * 8
     chunks = length_buckets(lengths)
@@ -69,7 +69,7 @@ def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
     gradient: bucketing changes the speed, not the training."""
     from peft import LoraConfig, get_peft_model
 
-    from selfreward.train import length_buckets, weighted_loss
+    from selfreward.train.fit import length_buckets, weighted_loss
 
     model, tok = tiny_model
     torch.manual_seed(0)

@@ -68,7 +68,7 @@ def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     from selfreward.backends.hf import HFBackend
     from selfreward.backends.vllm import VLLMBackend, engine
     from selfreward.config import JudgeConfig, VLLMConfig, register
-    from selfreward.judge import judge
+    from selfreward.scorers.rubric import judge
     from selfreward.tasks.seed import ensure_seed
 
     register()

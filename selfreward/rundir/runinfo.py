@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from selfreward.artifacts import write_json
+from selfreward.rundir.artifacts import write_json
 
 # keys that may change between a run and its resumption: where results go, and how long to go on
 VOLATILE = ("tracking", "alerts", "iterations", "force_resume", "dry_run")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import uuid
 from pathlib import Path
 
-from selfreward.artifacts import read_jsonl, write_json, write_jsonl, write_text
+from selfreward.rundir.artifacts import read_jsonl, write_json, write_jsonl, write_text
 
 # the columns of the per-iteration table printed after each iteration
 TABLE = [
@@ -129,3 +130,14 @@ def plot(rows: list[dict], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=100)
         plt.close(fig)
+
+
+def examples(rows: list, n: int, judgments: list | None = None, selected: list | None = None) -> list[dict]:
+    """A few prompts with their candidates, scores and the chosen one, for the W&B table."""
+    chosen = {(s.prompt_id, s.cand_idx) for s in selected or []}
+    scores = {j.key: j.score for j in judgments or []}
+    pids = sorted({r.prompt_id for r in rows})
+    keep = set(random.Random(0).sample(pids, min(n, len(pids))))
+    return [{"prompt": r.prompt, "candidate": r.text, "answer": r.answer, "correct": r.correct,
+             "score": scores.get(r.key, getattr(r, "score", None)), "chosen": r.key in chosen}
+            for r in rows if r.prompt_id in keep]

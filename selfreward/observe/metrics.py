@@ -1,10 +1,12 @@
-"""Pure metric functions: judge quality against the verifier, and selection figures."""
+"""Pure metric functions: judge quality against the verifier, diversity and collapse, reward hacking, contamination."""
 
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter, defaultdict
+
+from selfreward.records import Candidate, Judgment, Pair, by_prompt
 
 
 def auc(scores: list[float], labels: list[bool]) -> float:
@@ -49,32 +51,41 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def judge_report(candidates: list[dict], judgments: list[dict], accept: float, prefix: str = "judge/") -> dict:
+def judge_report(candidates: list, judgments: list[Judgment], accept: float, prefix: str = "judge/") -> dict:
     """Judge figures for judged candidates: parse failures, saturation, and (with a verifier) agreement and AUCs."""
-    score = {(j["prompt_id"], j["cand_idx"]): j["score"] for j in judgments}
-    fails = sum(j.get("parse_fail", 0) for j in judgments)
-    tries = sum(j.get("parse_fail", 0) + (0 if math.isnan(j["score"]) else 1) for j in judgments)
-    by: dict[str, list[float]] = defaultdict(list)
-    for c in candidates:
-        by[c["prompt_id"]].append(score.get((c["prompt_id"], c["cand_idx"]), math.nan))
-    saturated = [len({round(s, 6) for s in v}) == 1 for v in by.values() if len(v) > 1 and not any(map(math.isnan, v))]
+    score = {j.key: j.score for j in judgments}
+    fails = sum(j.parse_fail for j in judgments)
+    tries = sum(j.parse_fail + (0 if math.isnan(j.score) else 1) for j in judgments)
+    by = [[score.get(c.key, math.nan) for c in cands] for cands in by_prompt(candidates).values()]
+    saturated = [len({round(s, 6) for s in v}) == 1 for v in by if len(v) > 1 and not any(map(math.isnan, v))]
     out = {
         f"{prefix}parse_fail_rate": fails / tries if tries else 0.0,
         f"{prefix}mean_score": mean(score.values()),
         f"{prefix}saturation": sum(saturated) / len(saturated) if saturated else math.nan,
     }
-    if any("disagree" in j for j in judgments):  # pairwise: each pair is counted once per side, the ratio holds
-        played = sum(j["comparisons"] for j in judgments)
-        out[f"{prefix}position_disagreement"] = sum(j["disagree"] for j in judgments) / played if played else math.nan
+    if any(j.comparisons is not None for j in judgments):  # pairwise: each pair is counted once per side
+        played = sum(j.comparisons for j in judgments)
+        out[f"{prefix}position_disagreement"] = sum(j.disagree for j in judgments) / played if played else math.nan
         out[f"{prefix}pairs_judged"] = played // 2
-    labelled = [c for c in candidates if c.get("correct") is not None]
+    labelled = [c for c in candidates if c.correct is not None]
     if labelled:
-        s = [score.get((c["prompt_id"], c["cand_idx"]), math.nan) for c in labelled]
-        y = [bool(c["correct"]) for c in labelled]
+        s = [score.get(c.key, math.nan) for c in labelled]
+        y = [bool(c.correct) for c in labelled]
         out[f"{prefix}agreement"] = agreement(s, y, accept)
         out[f"{prefix}auc"] = auc(s, y)
-        out[f"{prefix}auc_within"] = auc_within([c["prompt_id"] for c in labelled], s, y)
+        out[f"{prefix}auc_within"] = auc_within([c.prompt_id for c in labelled], s, y)
     return out
+
+
+def margin(candidates: list[Candidate], judgments: list[Judgment]) -> float:
+    """Mean over prompts of the best minus the worst valid score (how much the judge separates K candidates)."""
+    score = {j.key: j.score for j in judgments}
+    spreads = []
+    for cands in by_prompt(candidates).values():
+        valid = [v for c in cands if not math.isnan(v := score.get(c.key, math.nan))]
+        if valid:
+            spreads.append(max(valid) - min(valid))
+    return mean(spreads)
 
 
 # ---- diversity and collapse -------------------------------------------------------------------
@@ -136,18 +147,15 @@ def entropy(values: list) -> float:
 
 def diversity_report(rows: list[dict], prefix: str = "diversity/") -> dict:
     """Diversity of candidates: within each prompt's K (averaged) and over all candidates."""
-    by: dict[str, list[str]] = defaultdict(list)
-    finals: dict[str, list] = defaultdict(list)
-    for r in rows:
-        by[r["prompt_id"]].append(r["text"])
-        finals[r["prompt_id"]].append(r.get("final"))
-    groups = [g for g in by.values() if len(g) > 1]
-    texts = [r["text"] for r in rows]
+    grouped = by_prompt(rows).values()
+    groups = [[r.text for r in g] for g in grouped if len(g) > 1]
+    finals = [[r.final for r in g] for g in grouped]
+    texts = [r.text for r in rows]
     out = {f"{prefix}distinct_{n}": mean(distinct_n(g, n) for g in groups) for n in (1, 2, 3)}
     out.update({f"{prefix}distinct_{n}_all": distinct_n(texts, n) for n in (1, 2, 3)})
     out[f"{prefix}self_bleu"] = mean(self_bleu(g) for g in groups)
     out[f"{prefix}duplicate_rate"] = mean(duplicate_rate(g) for g in groups)
-    out[f"{prefix}answer_entropy"] = mean(entropy(v) for v in finals.values() if len(v) > 1)
+    out[f"{prefix}answer_entropy"] = mean(entropy(v) for v in finals if len(v) > 1)
     out[f"{prefix}opening_entropy"] = entropy([" ".join(tokens(t)[:3]) for t in texts])
     return out
 
@@ -167,14 +175,15 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     return sxy / (sx * sy) if sx > 0 and sy > 0 else math.nan
 
 
-def hacking_report(candidates: list[dict], scores: dict, pairs: list[dict]) -> dict:
+def hacking_report(candidates: list[Candidate], judgments: list[Judgment], pairs: list[Pair]) -> dict:
     """Signs that the policy exploits the judge: score tracks length, winners grow longer, wrong beats right."""
-    s = [scores.get((c["prompt_id"], c["cand_idx"]), math.nan) for c in candidates]
-    lengths = [float(len(c["text"])) for c in candidates]
+    scores = {j.key: j.score for j in judgments}
+    s = [scores.get(c.key, math.nan) for c in candidates]
+    lengths = [float(len(c.text)) for c in candidates]
     by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for c, v in zip(candidates, s):
-        if c.get("correct") is not None and not math.isnan(v):
-            by[c["prompt_id"]].append((v, bool(c["correct"])))
+        if c.correct is not None and not math.isnan(v):
+            by[c.prompt_id].append((v, bool(c.correct)))
     wrong_wins, total = 0.0, 0
     for items in by.values():
         for vr, yr in items:
@@ -184,7 +193,7 @@ def hacking_report(candidates: list[dict], scores: dict, pairs: list[dict]) -> d
                     wrong_wins += 1.0 if vw > vr else 0.5 if vw == vr else 0.0
     return {
         "hacking/length_score_corr": pearson(lengths, s),
-        "hacking/chosen_minus_rejected_len": mean(len(p["chosen"]) - len(p["rejected"]) for p in pairs),
+        "hacking/chosen_minus_rejected_len": mean(len(p.chosen) - len(p.rejected) for p in pairs),
         "hacking/prefers_wrong_rate": wrong_wins / total if total else math.nan,
     }
 
@@ -200,3 +209,38 @@ def overlapping(train: list[str], evals: list[str], n: int = 13) -> list[int]:
     exact = {norm(t) for t in train}
     grams = {g for t in train for g in ngrams(tokens(t), n)}
     return [i for i, t in enumerate(evals) if norm(t) in exact or any(g in grams for g in ngrams(tokens(t), n))]
+
+
+# ---- one iteration's row -----------------------------------------------------------------------------
+
+
+def iteration_report(candidates: list[Candidate], judgments: list[Judgment], pairs: list[Pair], train_stats: dict,
+                     accept: float) -> dict:
+    """What the sampling, judging and training of one iteration did: sample/, judge/train_*, train/, hacking/."""
+    judged = judge_report(candidates, judgments, accept, prefix="judge/train_")
+    return {
+        "sample/accuracy": mean(float(c.correct) for c in candidates if c.correct is not None),
+        "sample/mean_logprob": mean(c.logprob for c in candidates),
+        "sample/entropy": mean(c.entropy for c in candidates),
+        **judged,
+        "judge/parse_fail_rate": judged["judge/train_parse_fail_rate"],
+        "judge/margin": margin(candidates, judgments),
+        "train/loss": train_stats["loss_last"], "train/steps": train_stats["steps"],
+        "train/skipped_steps": train_stats["skipped_steps"], "train/tokens": train_stats["tokens"],
+        **hacking_report(candidates, judgments, pairs),
+    }
+
+
+def collapse(row: dict, seed_row: dict) -> dict:
+    """Diversity relative to the seed's (iteration 0): values well below 1 mean the policy is collapsing.
+
+    Also the judge's drift: its agreement with the verifier now minus the seed's.
+    """
+    out = {}
+    if isinstance(row.get("judge/agreement"), float) and isinstance(seed_row.get("judge/agreement"), float):
+        out["judge/agreement_drift"] = row["judge/agreement"] - seed_row["judge/agreement"]
+    for key, value in row.items():
+        base = seed_row.get(key)
+        if key.startswith("diversity/") and isinstance(value, float) and isinstance(base, float) and base > 0:
+            out["collapse/" + key.split("/", 1)[1]] = value / base
+    return out

@@ -41,12 +41,12 @@ def embed(texts: list[str], batch_size: int = 256) -> torch.Tensor | None:
     return torch.cat(out) if out else torch.zeros(0, 384)
 
 
-def mean_pairwise_cosine(rows: list[dict]) -> float | None:
+def mean_pairwise_cosine(rows: list) -> float | None:
     """Mean cosine similarity between distinct candidates of the same prompt (1 = identical meaning)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        groups[r["prompt_id"]].append(i)
-    vecs = embed([r["text"] or " " for r in rows])
+        groups[r.prompt_id].append(i)
+    vecs = embed([r.text or " " for r in rows])
     if vecs is None:
         return None
     sims = []

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from tqdm.auto import tqdm
+
+from selfreward.records import Candidate, Judgment
+from selfreward.schema import JudgeConfig, opt, require
+
+uses_policy = False
+
+
+@dataclass
+class RewardModelSettings:
+    path: str | None = opt(None, "a HF sequence-classification reward model: local directory or hub id (required)")
+    batch_size: int = opt(32, "rows per forward pass")
+
+
+@dataclass
+class Config(JudgeConfig):
+    reward_model: RewardModelSettings = opt(RewardModelSettings(), "the reward model")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(bool(self.reward_model.path), "this judge needs a reward model: set judge.reward_model.path=PATH "
+                                              "(a HF sequence-classification model)")
+
+
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+          desc: str = "reward model") -> list[Judgment]:
+    """The reward model's raw logit per candidate, on the policy's device (unbounded: threshold in logit units)."""
+    return reward(candidates, cfg.reward_model.path, cfg.reward_model.batch_size,
+                  "cpu" if backend is None else str(backend.device), desc=desc)
+
+
+def judge_prompt(cfg, prompt: str) -> None:
+    """The policy writes no judgment: nothing to fit in its context."""
+    return None
 
 
 @lru_cache(maxsize=1)  # the judge runs once per shard: load the reward model once per run
@@ -32,8 +66,8 @@ def format_pair(tokenizer, prompt: str, response: str) -> str:
 
 
 @torch.inference_mode()
-def reward(candidates: list[dict], path: str, batch_size: int = 32, device: str = "cpu", progress: bool = True,
-           desc: str = "reward model") -> list[dict]:
+def reward(candidates: list[Candidate], path: str, batch_size: int = 32, device: str = "cpu", progress: bool = True,
+           desc: str = "reward model") -> list[Judgment]:
     """One judgment row per candidate; `score` is the model's raw logit (num_labels=1), unbounded.
 
     Inputs longer than the model's context are cut at the end (the reward model sees the response's start).
@@ -41,7 +75,7 @@ def reward(candidates: list[dict], path: str, batch_size: int = 32, device: str 
     model, tokenizer = load_reward_model(path, str(device))
     if model.config.num_labels != 1:
         raise ValueError(f"judge.reward_model={path!r} has {model.config.num_labels} labels; a reward model has 1")
-    texts = [format_pair(tokenizer, c["prompt"], c["text"]) for c in candidates]
+    texts = [format_pair(tokenizer, c.prompt, c.text) for c in candidates]
     limit = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
     scores: list[float] = []
     starts = range(0, len(texts), max(1, batch_size))
@@ -50,5 +84,4 @@ def reward(candidates: list[dict], path: str, batch_size: int = 32, device: str 
                         add_special_tokens=not getattr(tokenizer, "chat_template", None))  # the template has its own
         logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits
         scores += logits[:, 0].float().tolist()
-    return [{"prompt_id": c["prompt_id"], "cand_idx": c["cand_idx"], "judge_prompt": t, "raw": s, "score": s,
-             "parse_fail": 0} for c, t, s in zip(candidates, texts, scores)]
+    return [Judgment.of(c, s, raw=s, judge_prompt=t) for c, t, s in zip(candidates, texts, scores)]

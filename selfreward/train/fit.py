@@ -1,57 +1,13 @@
-"""Supervised fine-tuning: the shared weighted completion-only loop, and the LoRA stage."""
+"""The training loop every objective shares: AdamW steps over drawn rows, in length-bucketed micro-batches, with the
+objective's loss passed in (`sft.loss`, ...)."""
 
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
-
-from selfreward.prompting import chat
-
-
-@dataclass
-class Example:
-    """One tokenised training row: loss only on the completion, optionally heavier on its last token."""
-
-    ids: list[int]
-    n_prompt: int
-    last_weight: float = 1.0
-
-
-def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0, system: str | None = None,
-           few_shot: str | None = None) -> Example:
-    """Tokenise (prompt, completion) as the sampler formatted it; the completion ends with EOS."""
-    p = tokenizer(chat(tokenizer, prompt, system, few_shot), add_special_tokens=False).input_ids
-    c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    return Example(ids=p + c, n_prompt=len(p), last_weight=last_weight)
-
-
-def collate(batch: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    weights = torch.zeros((len(batch), width), dtype=torch.float32)
-    for i, e in enumerate(batch):
-        n = len(e.ids)
-        ids[i, :n] = torch.tensor(e.ids)
-        mask[i, :n] = 1
-        weights[i, e.n_prompt : n] = 1.0
-        # the score token sits just before EOS; weighting it teaches the compare (issue 8 probes)
-        if e.last_weight != 1.0 and n - 2 >= e.n_prompt:
-            weights[i, n - 2] = e.last_weight
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device)}
-
-
-def weighted_loss(model, batch: dict[str, torch.Tensor], denominator: float | None = None) -> torch.Tensor:
-    """Weighted token NLL summed over the batch, divided by `denominator` (default: this batch's total weight)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:]
-    w = batch["weights"][:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-    return (nll * w.reshape(-1)).sum() / (denominator or w.sum().clamp_min(1.0))
 
 
 # one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
@@ -100,7 +56,9 @@ class TrainingAborted(RuntimeError):
 
 def fit(
     model,
-    draw,
+    draw: Callable[[int], list],
+    collate: Callable,
+    loss: Callable,
     steps: int,
     lr: float,
     pad_id: int,
@@ -114,9 +72,11 @@ def fit(
     desc: str = "train",
     progress: bool = True,
 ) -> dict:
-    """Run `steps` AdamW steps on batches from `draw(step) -> list[Example]`.
+    """Run `steps` AdamW steps on the rows `draw(step)` returns (each with a `length`).
 
-    Each step's rows go through in micro-batches of similar length (`length_buckets`, at most `micro_batch` rows
+    `collate(rows, pad_id, device)` makes a micro-batch, a dict with its share `"weight"` of the step's normaliser;
+    `loss(model, batch, denominator)` is the micro-batch's loss summed and divided by the whole step's weight. Each
+    step's rows go through in micro-batches of similar length (`length_buckets`, at most `micro_batch` rows
     each when > 0), gradients accumulated, the loss normalised over the whole step. With an `accelerator` (accelerate,
     one process per device) every rank draws the same batch and trains on its own slice of it.
     Non-finite losses skip the step (on every rank); `max_bad_steps` of them in a row raise TrainingAborted.
@@ -144,17 +104,17 @@ def fit(
     for step in bar:
         rows = draw(step)[rank::world]
         batches = [collate([rows[i] for i in chunk], pad_id, device)
-                   for chunk in length_buckets([len(e.ids) for e in rows], micro_batch)]
-        weight = sum(float(b["weights"][:, 1:].sum()) for b in batches) or 1.0  # the loss is the whole step's mean
+                   for chunk in length_buckets([e.length for e in rows], micro_batch)]
+        weight = sum(b["weight"] for b in batches) or 1.0  # the loss is the whole step's mean
         total, finite = 0.0, True
         for batch in batches:
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = weighted_loss(model, batch, weight)
-            if not torch.isfinite(loss):
+                value = loss(model, batch, weight)
+            if not torch.isfinite(value):
                 finite = False
                 break
-            accelerator.backward(loss) if accelerator is not None else loss.backward()
-            total += loss.item()
+            accelerator.backward(value) if accelerator is not None else value.backward()
+            total += value.item()
             tokens += int(batch["attention_mask"].sum())
         if accelerator is not None:  # every rank skips together, or DDP's collectives fall out of step
             finite = bool(accelerator.reduce(torch.tensor(float(not finite), device=device), "sum").item() == 0)
@@ -187,56 +147,3 @@ def fit(
         "skipped_steps": skipped,
         "tokens": tokens,
     }
-
-
-def mixture(primary: list[Example], replay: list[Example], batch_size: int, replay_fraction: float, seed: int):
-    """A `draw(step)` that fills each batch from `primary` and a `replay_fraction` share from `replay`."""
-    rng = random.Random(seed)
-    n_replay = round(batch_size * replay_fraction) if replay else 0
-
-    def draw(step: int) -> list[Example]:
-        return [rng.choice(primary) for _ in range(batch_size - n_replay)] + [
-            rng.choice(replay) for _ in range(n_replay)
-        ]
-
-    return draw
-
-
-def train_lora(model, tokenizer, rows: list[dict], replay: list[Example], cfg, seed: int, system: str | None = None,
-               few_shot: str | None = None, accelerator=None, progress: bool = True):
-    """LoRA-SFT of `model` on prompt/completion rows. Returns (peft model, stats)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    torch.manual_seed(seed)  # before the adapter's init, so a resumed run trains the same adapter
-    if isinstance(model, PeftModel):
-        peft_model = model  # keep training the same adapter (train.merge=false)
-    else:
-        targets = [t for t in cfg.lora.target_modules if any(n.endswith(t) for n, _ in model.named_modules())]
-        lora = LoraConfig(
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=targets or "all-linear",
-            task_type="CAUSAL_LM",
-        )
-        peft_model = get_peft_model(model, lora)
-    if cfg.gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    examples = [encode(tokenizer, r["prompt"], r["completion"], system=system, few_shot=few_shot) for r in rows]
-    if not examples:
-        return peft_model, {"steps": 0, "skipped_steps": 0, "tokens": 0, "loss_first": float("nan"), "loss_last": float("nan")}
-    draw = mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed)
-    stats = fit(
-        peft_model,
-        draw,
-        cfg.steps,
-        cfg.lr,
-        tokenizer.pad_token_id,
-        max_grad_norm=cfg.max_grad_norm,
-        max_bad_steps=cfg.max_bad_steps,
-        micro_batch=cfg.micro_batch,
-        accelerator=accelerator,
-        progress=progress,
-        desc="train",
-    )
-    return peft_model, stats

@@ -1,0 +1,1 @@
+"""Metrics, alerts and tracking: what the loop reports about itself."""

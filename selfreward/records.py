@@ -1,0 +1,157 @@
+"""What the stages exchange: one small dataclass per kind of row, each with `to_row()` / `from_row()` for its JSONL line.
+
+    Prompt ──sample──▶ Completion ──+prompt, verdict──▶ Candidate ──score──▶ Judgment ──select──▶ Selection, Pair
+
+The JSONL columns are the contract other tools read (TRL's prompt/completion and prompt/chosen/rejected rows), so
+`to_row()` keeps them as they were; JSON's null for a missing float (NaN) is restored by `rundir.artifacts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+class Record:
+    """to_row / from_row for a dataclass: optional fields left at None are left out of the row."""
+
+    OPTIONAL: tuple[str, ...] = ()  # fields written only when set
+
+    def to_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        return {k: v for k, v in row.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+
+@dataclass
+class Prompt(Record):
+    """A training or held-out prompt; `answer` / `tests` + `entry_point` let the verifier check its responses."""
+
+    id: str
+    prompt: str
+    answer: str | None = None
+    tests: str | None = None
+    entry_point: str | None = None
+    OPTIONAL = ("answer", "tests", "entry_point")
+
+
+@dataclass
+class Completion:
+    """One generated response, as a backend returns it: text, mean token log-prob and entropy (nats) at temperature 1,
+    and the torch/engine seed it was sampled under."""
+
+    text: str
+    logprob: float = float("nan")
+    entropy: float = float("nan")
+    seed: int = 0
+
+
+@dataclass
+class Candidate(Record):
+    """A sampled response to a prompt (`candidates.jsonl`). `correct` is the verifier's verdict where the prompt has
+    a reference: recorded to measure the judge, never read by selection."""
+
+    prompt_id: str
+    prompt: str
+    cand_idx: int
+    text: str
+    seed: int
+    answer: str | None
+    final: str | None
+    logprob: float
+    entropy: float
+    correct: bool | None
+    tests: str | None = None
+    entry_point: str | None = None
+    OPTIONAL = ("tests", "entry_point")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.prompt_id, self.cand_idx
+
+
+@dataclass
+class EvalSample(Record):
+    """A held-out sample (`eval.jsonl`): the sampled response, the prompt's greedy response, their verdicts and the
+    judge's score of the sampled one (NaN where not judged)."""
+
+    prompt_id: str
+    prompt: str
+    cand_idx: int
+    text: str
+    answer: str | None
+    final: str | None
+    correct: bool | None
+    greedy: str
+    greedy_correct: bool | None
+    tests: str | None = None
+    entry_point: str | None = None
+    score: float | None = None
+    OPTIONAL = ("tests", "entry_point", "score")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.prompt_id, self.cand_idx
+
+
+@dataclass
+class Judgment(Record):
+    """A scorer's verdict on one candidate (`judgments.jsonl`). `score` is NaN when it could not score (never
+    selected); its units are the scorer's. `raw` is what the scorer said (text, or per-part scores);
+    pairwise judgments add how many comparisons were played and how many disagreed between the two orders."""
+
+    prompt_id: str
+    cand_idx: int
+    judge_prompt: str | None
+    raw: Any
+    score: float
+    parse_fail: int = 0
+    comparisons: int | None = None
+    disagree: int | None = None
+    OPTIONAL = ("comparisons", "disagree")
+
+    @classmethod
+    def of(cls, c: Candidate, score: float, raw: Any = None, judge_prompt: str | None = None, parse_fail: int = 0,
+           **extra) -> Judgment:
+        return cls(c.prompt_id, c.cand_idx, judge_prompt, raw, score, parse_fail, **extra)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.prompt_id, self.cand_idx
+
+
+@dataclass
+class Selection(Record):
+    """A kept winner (`selected.jsonl`): TRL's prompt/completion row plus where it came from."""
+
+    prompt: str
+    completion: str
+    prompt_id: str
+    cand_idx: int
+    score: float
+    correct: bool | None
+
+
+@dataclass
+class Pair(Record):
+    """A preference pair (`pairs.jsonl`): TRL's prompt/chosen/rejected row; the extra keys are ignored by TRL."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    prompt_id: str
+    score_chosen: float
+    score_rejected: float
+
+
+def by_prompt(rows: list) -> dict[str, list]:
+    """Rows grouped by `prompt_id`, groups in first-seen order, rows in their order."""
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(r.prompt_id, []).append(r)
+    return groups

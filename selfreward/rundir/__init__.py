@@ -1,0 +1,1 @@
+"""The run directory: atomic artifacts, stage manifests, resume, run.json."""
