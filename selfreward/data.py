@@ -18,15 +18,16 @@ class DataError(ValueError):
     """A prompt file that cannot be used, named with where it failed."""
 
 
-def builtin(cfg) -> tuple[list[dict], list[dict]]:
+def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
     """(training pool, held-out evaluation set) of the built-in task; disjoint by construction."""
     if cfg.task != "equation":
         raise DataError(f"data.task={cfg.task!r}: the built-in task is 'equation' (or give data.train_prompts)")
     task = EquationTask()
-    return pool(task, cfg.n_train, cfg.seed, evaluation=False), pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
+    train, evals = pool(task, cfg.n_train, cfg.seed, evaluation=False), pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
+    return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
 
 
-def read_dataset(spec: str, fits=None) -> tuple[list[dict], list[dict]]:
+def read_dataset(spec: str, fits=None) -> tuple[list[Prompt], list[dict]]:
     """Prompts from a Hugging Face dataset: `hf:NAME:SPLIT[:FIELD]` (FIELD defaults to `prompt`; a list of chat
     messages uses its first user turn). Rows are validated like JSONL lines; the row index stands for the line."""
     parts = spec[3:].split(":")
@@ -56,7 +57,7 @@ def read_dataset(spec: str, fits=None) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[dict | None, str | None]:
+def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[Prompt | None, str | None]:
     """The rules every prompt source shares: a unique id, a prompt that fits the context; the kept row carries
     `answer` and, for code tasks, `tests` and `entry_point`. Returns (row, None) or (None, reason)."""
     if rid in seen:
@@ -70,10 +71,10 @@ def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[dict | N
     for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
         if row.get(key) is not None:
             out[key] = str(row[key])
-    return out, None
+    return Prompt.from_row(out), None
 
 
-def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
+def read_prompts(path: str, fits=None) -> tuple[list[Prompt], list[dict]]:
     """Good rows and rejected rows (with line number and reason) of a JSONL prompt file.
 
     `fits(prompt) -> str | None` returns a reason when a prompt does not fit the model's context.
@@ -122,9 +123,9 @@ def read_prompts(path: str, fits=None) -> tuple[list[dict], list[dict]]:
 
 def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dict]:
     """Training pool and evaluation prompts; rejected rows go to RUN/rejected.jsonl."""
-    train, evals = builtin(cfg) if not (cfg.train_prompts and cfg.eval_prompts) else ([], [])
+    train, evals = builtin(cfg) if cfg.task else ([], [])
     if fits is not None and train:
-        longest = max(train + evals, key=lambda r: len(r["prompt"]))["prompt"]
+        longest = max(train + evals, key=lambda r: len(r.prompt)).prompt
         if why := fits(longest):
             raise ConfigError(f"built-in prompt {longest!r}: {why}")
     rejected: list[dict] = []
@@ -148,14 +149,13 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dic
     if rejected:
         write_jsonl(Path(run_dir) / "rejected.jsonl", rejected)
     evals, stats = decontaminate(train, evals, cfg, run_dir)
-    train, evals = [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
     return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
                           "data/rejected": len(rejected), **stats}
 
 
-def decontaminate(train: list[dict], evals: list[dict], cfg, run_dir: Path) -> tuple[list[dict], dict]:
+def decontaminate(train: list[Prompt], evals: list[Prompt], cfg, run_dir: Path) -> tuple[list[Prompt], dict]:
     """Check evaluation prompts against training prompts before any compute; drop, stop, or only report overlaps."""
-    hits = set(overlapping([r["prompt"] for r in train], [r["prompt"] for r in evals], cfg.contamination_n))
+    hits = set(overlapping([r.prompt for r in train], [r.prompt for r in evals], cfg.contamination_n))
     stats = {"contamination/overlap": len(hits) / max(1, len(evals)), "contamination/overlapping": len(hits)}
     if not hits:
         return evals, stats
@@ -163,7 +163,7 @@ def decontaminate(train: list[dict], evals: list[dict], cfg, run_dir: Path) -> t
     write_jsonl(Path(run_dir) / "contaminated.jsonl", found)
     if cfg.on_contamination == "stop":
         raise DataError(f"{len(hits)} evaluation prompts overlap training prompts ({cfg.contamination_n}-gram or exact), "
-                        f"e.g. {found[0]['prompt'][:80]!r}; listed in contaminated.jsonl. Set data.on_contamination=drop to go on.")
+                        f"e.g. {found[0].prompt[:80]!r}; listed in contaminated.jsonl. Set data.on_contamination=drop to go on.")
     if cfg.on_contamination == "drop":
         evals = [r for i, r in enumerate(evals) if i not in hits]
     return evals, stats

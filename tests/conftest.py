@@ -38,3 +38,39 @@ def tiny_model(cache_dir):
         cfg = compose("config", overrides=["+experiment=tiny"])
     path = ensure_seed(cfg.model.seed, progress=False)
     return load(str(path))
+
+
+def cand(pid: str, i: int, text: str, **kw):
+    """A Candidate record with neutral defaults for the fields a test does not care about."""
+    from selfreward.records import Candidate
+
+    base = dict(prompt="Q", seed=0, answer=None, final=None, logprob=0.0, entropy=0.0, correct=None)
+    return Candidate(prompt_id=pid, cand_idx=i, text=text, **{**base, **kw})
+
+
+def judged(scores: dict, parse_fail: dict | None = None):
+    """Judgment records from {(prompt_id, cand_idx): score}."""
+    from selfreward.records import Judgment
+
+    return [Judgment(pid, i, None, None, s, (parse_fail or {}).get((pid, i), 0)) for (pid, i), s in scores.items()]
+
+
+def compose_config(overrides: list[str]):
+    """The composed config for `overrides`, as `python -m selfreward OVERRIDES` would see it."""
+    from hydra import compose, initialize_config_module
+
+    from selfreward.config import register
+
+    register()
+    with initialize_config_module("selfreward.conf", version_base=None):
+        return compose("config", overrides=overrides)
+
+
+def run_loop(overrides: list[str], run_dir: Path) -> list[dict]:
+    """The loop in this process (checked as the CLI checks it): the per-iteration metric rows."""
+    from selfreward.config import check
+    from selfreward.loop import run
+
+    cfg = compose_config(overrides)
+    check(cfg)
+    return run(cfg, run_dir)

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-
 # one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
 # seed on 2 CPU cores: ~4 ms of per-call overhead); it decides where length_buckets cuts
 CALL_OVERHEAD_TOKENS = 64

@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 from peft import PeftModel

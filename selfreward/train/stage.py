@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import selfreward.conf
 import torch
 import yaml
 from omegaconf import OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model
 
-import selfreward.conf
 from selfreward.records import Pair, Selection
 from selfreward.rundir.artifacts import IterDir, atomic, write_json, write_jsonl
 from selfreward.tasks.seed import replay_for

@@ -1,31 +1,29 @@
-"""The SFT stage in 2 processes through accelerate (gloo on CPU): both ranks end with the same adapter."""
+"""The SFT stage in 2 processes (torchrun + gloo on CPU), loaded through the loop's own `load_policy`: both ranks
+end with the same adapter."""
 
 import copy
 
-from hydra import compose, initialize_config_module
+from peft import PeftModel
 
-from selfreward.config import register
-from selfreward.loop import train_distributed
+from selfreward.records import Selection
 from selfreward.tasks.seed import ensure_seed
+from selfreward.train.job import adapter_digest
+from selfreward.train.stage import launch
+from tests.conftest import compose_config
 
 
 def test_two_process_sft_trains_one_adapter(tmp_path, cache_dir, tiny_model):
-    register()
-    with initialize_config_module("selfreward.conf", version_base=None):
-        cfg = compose("config", overrides=["+experiment=tiny", "train.processes=2", "train.accelerate_config=cpu.yaml",
-                                           "train.steps=6", "train.batch_size=8", "train.micro_batch=2"])
+    cfg = compose_config(["+experiment=tiny", "train.processes=2", "train.accelerate_config=cpu.yaml",
+                          "train.steps=6", "train.batch_size=8", "train.micro_batch=2"])
     model_path = str(ensure_seed(cfg.model.seed, progress=False))
-    rows = [{"prompt": f"{a}x+{b}={a * x + b}", "completion": f"x={x}"}
-            for a, b, x in [(2, 3, 4), (3, 1, 5), (5, 2, 7), (4, 9, 2), (6, 6, 6), (7, 1, 3)]]
+    rows = [Selection(f"{a}x+{b}={a * x + b}", f"x={x}", str(k), 0, 5.0, None)
+            for k, (a, b, x) in enumerate([(2, 3, 4), (3, 1, 5), (5, 2, 7), (4, 9, 2), (6, 6, 6), (7, 1, 3)])]
     d = tmp_path / "iter_001"
-    stats = train_distributed(d, copy.deepcopy(tiny_model[0]), rows, cfg, seed=1, model_path=model_path)
+    d.mkdir()
+    stats = launch(d, copy.deepcopy(tiny_model[0]), rows, [], cfg, seed=1, model_path=model_path, name="sft")
     assert stats["steps"] == 6 and stats["skipped_steps"] == 0
     digests = stats["rank_sha256"]
     assert len(digests) == 2 and digests[0] == digests[1]  # DDP kept the ranks in step
-
-    from peft import PeftModel
-
-    from selfreward.train.job import adapter_digest
 
     loaded = PeftModel.from_pretrained(copy.deepcopy(tiny_model[0]), d / "adapter")
     assert adapter_digest(loaded) == digests[0]  # what rank 0 saved is what both trained

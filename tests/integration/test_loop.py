@@ -3,18 +3,19 @@
 import json
 import math
 
-from tests.conftest import ROOT, run_cli
+import pytest
+
+from selfreward.data import DataError
+from tests.conftest import ROOT, run_cli, run_loop
 
 
 def read_jsonl(p):
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def test_tiny_loop_writes_every_artifact(tmp_path, cache_dir):
+def test_tiny_loop_writes_every_artifact(tmp_path, cache_dir, capsys):
     run = tmp_path / "run"
-    r = run_cli(["+experiment=tiny", "iterations=2", "train.steps=8"], run, cache_dir)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"run directory: {run}" in r.stdout
+    returned = run_loop(["+experiment=tiny", "iterations=2", "train.steps=8"], run)
     summary = json.loads((run / "summary.json").read_text())
     rows = summary["iterations"]
     assert [x["iteration"] for x in rows] == [0, 1, 2]
@@ -35,14 +36,13 @@ def test_tiny_loop_writes_every_artifact(tmp_path, cache_dir):
         assert {"prompt", "completion", "score"} <= set(s)
     assert (it / "adapter" / "adapter_config.json").exists()
     assert (it / "metrics.json").exists() and (run / "plots" / "accuracy.png").exists()
-    assert len(read_jsonl(run / "metrics.jsonl")) == 3
-    assert "iter  eval acc" in r.stdout  # the per-iteration table
+    assert read_jsonl(run / "metrics.jsonl") == json.loads(json.dumps(returned).replace("NaN", "null"))
+    assert "iter  eval acc" in capsys.readouterr().out  # the per-iteration table
 
 
 def test_random_init_still_judges_with_finite_scores(tmp_path, cache_dir):
     run = tmp_path / "rand"
-    r = run_cli(["+experiment=tiny", "model.init=random", "iterations=1"], run, cache_dir)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_loop(["+experiment=tiny", "model.init=random", "iterations=1"], run)
     judg = read_jsonl(run / "iter_001" / "judgments.jsonl")
     assert judg and all(j["score"] is not None and math.isfinite(j["score"]) for j in judg)
 
@@ -50,13 +50,13 @@ def test_random_init_still_judges_with_finite_scores(tmp_path, cache_dir):
 def test_controls_run(tmp_path, cache_dir):
     for strategy in ("random", "majority", "logprob"):
         run = tmp_path / strategy
-        r = run_cli(["+experiment=tiny", f"selection.strategy={strategy}", "eval.judge=false"], run, cache_dir)
-        assert r.returncode == 0, r.stderr[-3000:]
+        run_loop(["+experiment=tiny", f"selection.strategy={strategy}", "eval.judge=false"], run)
         sel = read_jsonl(run / "iter_001" / "selected.jsonl")
         assert sel, strategy
 
 
 def test_bad_config_fails_before_compute(tmp_path, cache_dir):
+    """The CLI's own handling: one line naming the problem and its fix, no traceback, nothing run."""
     r = run_cli(["+experiment=tiny", "selection.top_k=9"], tmp_path / "bad", cache_dir)
     assert r.returncode != 0
     assert "selection.top_k=9 exceeds sampling.k=4" in r.stderr
@@ -78,9 +78,8 @@ def test_bad_prompt_rows_are_quarantined_and_good_rows_trained_on(tmp_path, cach
     evals = tmp_path / "eval.jsonl"
     evals.write_text("".join(json.dumps({"prompt": f"{a}x+1={a * 5 + 1}", "answer": 5}) + "\n" for a in range(2, 8)))
     run = tmp_path / "run"
-    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={evals}",
-                 "data.max_reject_fraction=0.5"], run, cache_dir)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={evals}",
+              "data.max_reject_fraction=0.5"], run)
     rejected = read_jsonl(run / "rejected.jsonl")
     reasons = {x["line"]: x["reason"] for x in rejected}
     assert len(rejected) == 6 and all(x["file"] == str(train) for x in rejected)
@@ -94,10 +93,10 @@ def test_bad_prompt_rows_are_quarantined_and_good_rows_trained_on(tmp_path, cach
 def test_too_many_bad_rows_stop_before_compute(tmp_path, cache_dir):
     train = tmp_path / "train.jsonl"
     train.write_text('{"prompt": "2x+1=5"}\n{"broken\n{"also broken\n')
-    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={train}"],
-                tmp_path / "run", cache_dir)
-    assert r.returncode != 0 and str(train) in r.stderr and "line 2: malformed JSON" in r.stderr
-    assert "Traceback" not in r.stderr
+    with pytest.raises(DataError, match="line 2: malformed JSON") as e:
+        run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={train}"],
+                 tmp_path / "run")
+    assert str(train) in str(e.value) and not (tmp_path / "run" / "iter_000" / "eval.jsonl").exists()
 
 
 def test_code_prompts_are_scored_in_the_sandbox(tmp_path, cache_dir):
@@ -105,10 +104,9 @@ def test_code_prompts_are_scored_in_the_sandbox(tmp_path, cache_dir):
     equation seed cannot write code), the loop still selects, trains and evaluates."""
     ex = ROOT / "examples"
     run = tmp_path / "code"
-    r = run_cli(["+experiment=tiny", "data=jsonl", f"data.train_prompts={ex / 'code_train.jsonl'}",
-                 f"data.eval_prompts={ex / 'code_eval.jsonl'}", "judge=verifier", "judge.verifier=code",
-                 "judge.timeout=2", "eval.kl=false"], run, cache_dir)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={ex / 'code_train.jsonl'}",
+              f"data.eval_prompts={ex / 'code_eval.jsonl'}", "judge=verifier", "judge.verifier.mode=code",
+              "judge.verifier.timeout=2", "eval.kl=false"], run)
     judg = read_jsonl(run / "iter_001" / "judgments.jsonl")
     assert len(judg) == 6 * 4 and all(j["score"] in (1.0, 5.0) for j in judg)
     assert all(j["raw"].split(":")[0] in ("passed", "failed", "timeout") or j["raw"].startswith("crashed") for j in judg)

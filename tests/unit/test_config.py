@@ -5,12 +5,13 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
-from selfreward.config import ConfigError, check, register
+from selfreward import scorers
+from selfreward.config import ConfigError, check, describe, register
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 JUDGES = sorted(p.stem for p in (CONF / "judge").glob("*.yaml"))
-NEEDS = {"reward_model": ["judge.reward_model=/models/rm"]}  # required values a run must give on the command line
+NEEDS = {"reward_model": ["judge.reward_model.path=/models/rm"]}  # required values a run must give on the command line
 register()
 
 
@@ -35,12 +36,12 @@ def test_every_experiment_composes(name):
 def test_every_judge_composes(name):
     cfg = compose_cfg(f"judge={name}", *NEEDS.get(name, []))
     check(cfg)
-    assert cfg.judge.kind == {"rubric5": "self"}.get(name, name)
+    assert scorers.name_of(cfg.judge) == {"rubric5": "rubric", "self": "rubric"}.get(name, name)
 
 
 def test_reward_model_experiment_drops_the_threshold():
-    cfg = compose_cfg("+experiment=reward_model", "judge.reward_model=/models/rm")
-    assert cfg.judge.kind == "reward_model" and cfg.selection.threshold is None
+    cfg = compose_cfg("+experiment=reward_model", "judge.reward_model.path=/models/rm")
+    assert scorers.name_of(cfg.judge) == "reward_model" and cfg.selection.threshold is None
 
 
 def test_typos_and_wrong_types_fail_at_compose():
@@ -48,23 +49,49 @@ def test_typos_and_wrong_types_fail_at_compose():
         compose_cfg("sampling.kk=3")
     with pytest.raises(ConfigCompositionException):
         compose_cfg("sampling.k=many")
+    for choice in ("selection.strategy=best", "judge.rubric.scoring=mean", "judge=verifier judge.verifier.mode=unit",
+                   "judge=combined judge.combined.mode=max", "train.start_from=scratch", "tracking.mode=cloud"):
+        with pytest.raises(ConfigCompositionException, match="Error merging override"):
+            compose_cfg(*choice.split())
+
+
+def test_the_scorer_comes_only_from_the_chosen_group():
+    """judge=pairwise is the only way to the pairwise scorer: no setting picks a scorer, and another scorer's
+    settings (or a misspelt one) fail at compose with Hydra's message."""
+    assert scorers.name_of(compose_cfg("judge=pairwise").judge) == "pairwise"
+    for override in ("judge.kind=pairwise", "judge.pairwise.opponents=2", "judge.rubric.templat=x.jinja",
+                     "judge=pairwise judge.rubric.n=2"):
+        with pytest.raises(ConfigCompositionException):
+            compose_cfg(*override.split())
+
+
+def test_help_shows_every_field_with_type_default_and_help():
+    text = describe()
+    assert "  sampling.temperature: float = 1.0\n      sampling temperature" in text
+    assert "selection.strategy: judge | random | majority | logprob = 'judge'" in text
+    assert "judge.pairwise.opponents: int = 3" in text and "train.replay_fraction: float = 0.3" in text
+    import dataclasses
+
+    from selfreward.config import Config
+    for f in dataclasses.fields(Config.__dataclass_fields__["sampling"].default_factory()):
+        assert f"sampling.{f.name}:" in text and f.metadata["help"] in text
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (["selection.top_k=9"], "selection.top_k=9 exceeds sampling.k=8"),
-        (["selection.strategy=best"], "selection.strategy='best' is not one of"),
-        (["judge.n=3"], "set judge.temperature > 0"),
+        (["judge.rubric.n=3"], "set judge.rubric.temperature > 0"),
         (["sampling.top_p=1.5"], "sampling.top_p"),
-        (["judge.kind=llm"], "judge.kind='llm' is not one of ['self', 'verifier', 'reward_model', 'combined', 'pairwise']"),
-        (["judge.verifier=unit"], "judge.verifier='unit' is not one of"),
-        (["judge=combined", "judge.combine=max"], "judge.combine='max' is not one of"),
-        (["judge=reward_model"], "set judge.reward_model=PATH"),
-        (["judge=combined", "judge.combine=weighted", "judge.weights.reward_model=1"], "set judge.reward_model=PATH"),
-        (["judge=combined", "+judge.weights.critic=1"], "unknown scorers ['critic']"),
-        (["judge.answer_regex=Answer:.*"], "needs a capture group"),
+        (["judge=reward_model"], "set judge.reward_model.path=PATH"),
+        (["judge=combined", "judge.combined.mode=weighted", "judge.combined.weights.reward_model=1"],
+         "needs judge.reward_model.path=PATH"),
+        (["judge=combined", "+judge.combined.weights.critic=1"], "unknown scorers ['critic']"),
+        (["judge=verifier", "judge.verifier.answer_regex=Answer:.*"], "needs a capture group"),
         (["selection.length_tolerance=-1"], "length_tolerance must be >= 0"),
+        (["train.replay_fraction=1.0"], "train.replay_fraction must be in [0, 1)"),
+        (["train.steps=0"], "set train.epochs > 0 or train.steps > 0"),
+        (["model=local"], "model.path must be set"),
     ],
 )
 def test_cross_field_checks_say_how_to_fix(overrides, message):

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from selfreward.data import DataError, decontaminate, for_iteration, read_prompts
+from selfreward.records import Prompt
 
 
 def test_bad_rows_are_quarantined_with_line_and_reason(tmp_path):
@@ -20,8 +21,8 @@ def test_bad_rows_are_quarantined_with_line_and_reason(tmp_path):
     ]
     p.write_bytes(b"\n".join(lines))
     good, bad = read_prompts(str(p), fits=lambda s: "too long for the context" if len(s) > 100 else None)
-    assert [g["id"] for g in good] == ["a", "b"]
-    assert good[0]["answer"] == "2"
+    assert [g.id for g in good] == ["a", "b"]
+    assert good[0].answer == "2"
     reasons = {b["line"]: b["reason"] for b in bad}
     assert reasons[2].startswith("malformed JSON")
     assert reasons[3] == "no 'prompt' field"
@@ -45,49 +46,50 @@ def test_not_jsonl_at_all(tmp_path):
 
 
 def test_fresh_slices_and_decontamination():
-    pool = [{"id": str(i), "prompt": f"p{i}"} for i in range(10)]
-    assert [r["id"] for r in for_iteration(pool, 1, 4)] == ["0", "1", "2", "3"]
-    assert [r["id"] for r in for_iteration(pool, 2, 4)] == ["4", "5", "6", "7"]
-    assert [r["id"] for r in for_iteration(pool, 3, 4)] == ["8", "9", "0", "1"]
+    pool = [Prompt(str(i), f"p{i}") for i in range(10)]
+    assert [r.id for r in for_iteration(pool, 1, 4)] == ["0", "1", "2", "3"]
+    assert [r.id for r in for_iteration(pool, 2, 4)] == ["4", "5", "6", "7"]
+    assert [r.id for r in for_iteration(pool, 3, 4)] == ["8", "9", "0", "1"]
 
 
 
 def test_contaminated_eval_prompts_are_dropped_or_stop_the_run(tmp_path):
     from types import SimpleNamespace
 
-    train = [{"id": "t1", "prompt": "one two three four five six seven eight nine ten eleven twelve thirteen"},
-             {"id": "t2", "prompt": "2x+1=5"}]
-    evals = [{"id": "e1", "prompt": "Zero one two three four five six seven eight nine ten eleven twelve thirteen!"},
-             {"id": "e2", "prompt": " 2X+1=5 "}, {"id": "e3", "prompt": "3x+1=7"}]
+    train = [Prompt("t1", "one two three four five six seven eight nine ten eleven twelve thirteen"),
+             Prompt("t2", "2x+1=5")]
+    evals = [Prompt("e1", "Zero one two three four five six seven eight nine ten eleven twelve thirteen!"),
+             Prompt("e2", " 2X+1=5 "), Prompt("e3", "3x+1=7")]
     cfg = SimpleNamespace(contamination_n=13, on_contamination="drop")
     kept, stats = decontaminate(train, evals, cfg, tmp_path)
-    assert [r["id"] for r in kept] == ["e3"] and stats["contamination/overlapping"] == 2
+    assert [r.id for r in kept] == ["e3"] and stats["contamination/overlapping"] == 2
     assert (tmp_path / "contaminated.jsonl").exists()
     with pytest.raises(DataError, match="overlap training prompts"):
         decontaminate(train, evals, SimpleNamespace(contamination_n=13, on_contamination="stop"), tmp_path)
 
 
 def test_sharded_stage_resumes_and_cleans_up(tmp_path):
-    from selfreward.rundir.artifacts import sharded
+    from selfreward.rundir.artifacts import IterDir
 
     calls = []
 
-    def compute(part, k):
-        calls.append(k)
-        return [{"x": x} for x in part]
+    def compute(part, shard):
+        calls.append(shard)
+        return [Prompt(str(x), "p") for x in part]
 
-    key = {"config": "a"}
-    (tmp_path / "s.shards").mkdir()
-    (tmp_path / "s.shards" / "key.json").write_text(json.dumps(key))
-    (tmp_path / "s.shards" / "00001.jsonl").write_text('{"x": 2}\n{"x": 3}\n')  # shard 1 survived a kill
-    rows, _ = sharded(tmp_path, "s", key, [0, 1, 2, 3, 4], 2, compute)
-    assert [r["x"] for r in rows] == [0, 1, 2, 3, 4] and calls == [0, 2]
-    assert not (tmp_path / "s.shards").exists()
-    (tmp_path / "s.shards").mkdir()  # killed after the manifest but before the clean-up
-    rows, _ = sharded(tmp_path, "s", key, [0, 1, 2, 3, 4], 2, compute)
-    assert calls == [0, 2] and not (tmp_path / "s.shards").exists()
-    rows, _ = sharded(tmp_path, "s", {"config": "b"}, [7], 2, compute)  # another key: recomputed
-    assert [r["x"] for r in rows] == [7]
+    it = IterDir(tmp_path, 1, "a")
+    shards = it.path / "s.shards"
+    shards.mkdir()
+    (shards / "key.json").write_text(json.dumps(it.key))
+    (shards / "00001.jsonl").write_text('{"id": "2", "prompt": "p"}\n{"id": "3", "prompt": "p"}\n')  # survived a kill
+    rows, _ = it.sharded("s", Prompt, [0, 1, 2, 3, 4], 2, compute)
+    assert [r.id for r in rows] == ["0", "1", "2", "3", "4"] and calls == [0, 2]
+    assert not shards.exists()
+    shards.mkdir()  # killed after the manifest but before the clean-up
+    rows, _ = it.sharded("s", Prompt, [0, 1, 2, 3, 4], 2, compute)
+    assert calls == [0, 2] and not shards.exists()
+    rows, _ = IterDir(tmp_path, 1, "b").sharded("s", Prompt, [7], 2, compute)  # another config: recomputed
+    assert [r.id for r in rows] == ["7"]
 
 
 def test_hugging_face_dataset_rows_are_validated(tmp_path):
@@ -101,8 +103,8 @@ def test_hugging_face_dataset_rows_are_validated(tmp_path):
             {"prompt": [{"role": "user", "content": "hi"}]}]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     good, bad = read_dataset(f"hf:{d}:train")
-    assert [g["prompt"] for g in good] == ["2x+3=11", "hi"] and good[0]["answer"] == "4"
-    assert good[0]["tests"] == "assert True"  # code tasks keep their tests, as from JSONL
+    assert [g.prompt for g in good] == ["2x+3=11", "hi"] and good[0].answer == "4"
+    assert good[0].tests == "assert True"  # code tasks keep their tests, as from JSONL
     assert len(bad) == 1 and bad[0]["line"] == 1 and "no text in field 'prompt'" in bad[0]["reason"]
     with pytest.raises(DataError, match="could not be loaded"):
         read_dataset(f"hf:{tmp_path / 'missing'}:train")

@@ -22,29 +22,26 @@ def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperat
     texts = [t for t in tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
              for _ in range(4 // n)]
     plain = {i: texts[j * 4 : (j + 1) * 4] for j, i in enumerate(order)}
-    assert ours == [plain[i] for i in range(len(prompts))]
+    assert [[c.text for c in comps] for comps in ours] == [plain[i] for i in range(len(prompts))]
+    assert all(c.seed == 11 for comps in ours for c in comps)  # one batch: every completion drawn under seed + 0
     if temperature > 0:
-        assert any(len(set(s)) > 1 for s in ours)  # real sampling: the K differ
+        assert any(len({c.text for c in s}) > 1 for s in ours)  # real sampling: the K differ  # real sampling: the K differ
 
 
 def test_sampling_pass_log_probs_match_teacher_forcing():
-    """The log-probs the sampler reads off generate's own logits are the teacher-forced ones (completions that end
-    with EOS: the shipped seed's all do), so the sampling stage skips the second pass; a new policy never reuses the
-    old one's."""
+    """The log-probs each completion carries, read off generate's own logits, are the teacher-forced ones
+    (completions that end with EOS: the shipped seed's all do), so the sampling stage needs no second pass."""
     from selfreward.backends.hf import load
-    from selfreward.config import SeedRecipe
+    from selfreward.tasks.recipe import SeedRecipe
     from selfreward.tasks.seed import ensure_seed
 
     model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
     backend = HFBackend(model, tok, progress=False)
     out = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)
-    flat_in = [p for p, texts in zip(prompts, out) for _ in texts]
-    flat_out = [t for texts in out for t in texts]
-    fast = backend.logprob(flat_in, flat_out)
-    backend.update(model)  # clears what the sampler kept: teacher-forced from here
-    assert backend._stats == {}
-    slow = backend.logprob(flat_in, flat_out)
+    flat_in = [p for p, comps in zip(prompts, out) for _ in comps]
+    fast = [(c.logprob, c.entropy) for comps in out for c in comps]
+    slow = backend.logprob(flat_in, [c.text for comps in out for c in comps])
     assert [a for a, _ in fast] == pytest.approx([a for a, _ in slow], abs=1e-4)
     assert [e for _, e in fast] == pytest.approx([e for _, e in slow], abs=1e-4)
     assert all(a < 0 for a, _ in fast)

@@ -6,10 +6,24 @@ import time
 import pytest
 import torch
 
+from selfreward import scorers
 from selfreward.backends.hf import HFBackend
-from selfreward.config import JudgeConfig
-from selfreward.scorers.rubric import judge, schema_regex
 from selfreward.prompting import render_judge
+from selfreward.scorers import combined, pairwise, reward_model, rubric, verifier
+from selfreward.scorers.rubric import schema_regex
+from tests.conftest import cand
+
+
+def judge(backend, candidates, cfg, seed=0):
+    return scorers.score(backend, candidates, cfg, seed)
+
+
+def rubric_cfg(**settings):
+    return rubric.Config(rubric=rubric.RubricSettings(**settings))
+
+
+def verifier_cfg(**settings):
+    return verifier.Config(verifier=verifier.VerifierSettings(**settings))
 
 
 def test_schema_regex_has_no_literal_space_and_bounds_scores():
@@ -34,14 +48,14 @@ def test_constraints_not_luck_make_random_weights_parse(tiny_model):
     torch.manual_seed(1)
     random_model = AutoModelForCausalLM.from_config(model.config).eval()
     backend = HFBackend(random_model, tok, progress=False)
-    cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+3={2 * (i + 2) + 3}", "text": t}
+    cands = [cand(str(i), 0, t, prompt=f"{i + 2}x+3={2 * (i + 2) + 3}")
              for i, t in enumerate(["x=2", "x=9", "zz", "x=", "x=12345"])]
-    cfg = JudgeConfig(max_new_tokens=40)
+    cfg = rubric_cfg(max_new_tokens=40)
     rows = judge(backend, cands, cfg, seed=0)
-    rx = schema_regex(cfg.reasoning_regex, cfg.score_prefix, cfg.scores)
+    rx = schema_regex(cfg.rubric.reasoning_regex, cfg.rubric.score_prefix, cfg.scores)
     for r in rows:
-        assert re.fullmatch(rx, r["raw"]), r["raw"]
-        assert math.isfinite(r["score"]) and 1.0 <= r["score"] <= 5.0
+        assert re.fullmatch(rx, r.raw), r.raw
+        assert math.isfinite(r.score) and 1.0 <= r.score <= 5.0
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -54,9 +68,9 @@ def test_batched_constraint_matches_outlines_processor(tiny_model, temperature):
     model, tok = tiny_model
     torch.manual_seed(2)
     random_model = AutoModelForCausalLM.from_config(model.config).eval()
-    cands = [{"prompt_id": str(i), "cand_idx": c, "prompt": f"{i + 2}x+{c}={2 * (i + 2) + c}", "text": f"x={c}"}
+    cands = [cand(str(i), c, f"x={c}", prompt=f"{i + 2}x+{c}={2 * (i + 2) + c}")
              for i in range(6) for c in range(3)]
-    cfg = JudgeConfig(max_new_tokens=40, temperature=temperature)
+    cfg = rubric_cfg(max_new_tokens=40, temperature=temperature)
     ours = judge(HFBackend(random_model, tok, progress=False), cands, cfg, seed=3)
 
     class OutlinesBackend(HFBackend):
@@ -67,9 +81,9 @@ def test_batched_constraint_matches_outlines_processor(tiny_model, temperature):
             return proc
 
     theirs = judge(OutlinesBackend(random_model, tok, progress=False), cands, cfg, seed=3)
-    assert [r["raw"] for r in ours] == [r["raw"] for r in theirs]
-    assert [r["score"] for r in ours] == pytest.approx([r["score"] for r in theirs], abs=1e-6)
-    assert len({r["raw"] for r in ours}) > 3  # varied outputs, not one string repeated
+    assert [r.raw for r in ours] == [r.raw for r in theirs]
+    assert [r.score for r in ours] == pytest.approx([r.score for r in theirs], abs=1e-6)
+    assert len({r.raw for r in ours}) > 3  # varied outputs, not one string repeated
 
 
 def test_score_only_judge_is_one_forward_pass_equal_to_constrained_decoding(tiny_model):
@@ -83,94 +97,91 @@ def test_score_only_judge_is_one_forward_pass_equal_to_constrained_decoding(tiny
     model, tok = tiny_model
     torch.manual_seed(4)
     backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
-    cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+{7 * i}={2 * (i + 2) + 7 * i}", "text": t}
+    cands = [cand(str(i), 0, t, prompt=f"{i + 2}x+{7 * i}={2 * (i + 2) + 7 * i}")
              for i, t in enumerate(["x=2", "x=123", "zz", "x=", "x=40"])]
-    cfg = JudgeConfig(reasoning_regex="", score_prefix=":", max_new_tokens=4)
+    cfg = rubric_cfg(reasoning_regex="", score_prefix=":", max_new_tokens=4)
     rows = judge(backend, cands, cfg, seed=0)
-    prompts = [chat(tok, render_judge(cfg.template, c["prompt"], c["text"])) for c in cands]
+    prompts = [chat(tok, render_judge(cfg.rubric.template, c.prompt, c.text)) for c in cands]
     decoded = backend.judge(prompts, schema_regex("", ":", cfg.scores), list(cfg.scores), 0.0, 4, seed=0)
-    assert [r["score"] for r in rows] == pytest.approx([d.expected for d in decoded], abs=1e-4)
-    assert [r["raw"] for r in rows] == [d.raw[-1] for d in decoded]  # the argmax digit
-    assert len({round(r["score"], 3) for r in rows}) > 1 and all(1 < r["score"] < 5 for r in rows)
+    assert [r.score for r in rows] == pytest.approx([d.expected for d in decoded], abs=1e-4)
+    assert [r.raw for r in rows] == [d.raw[-1] for d in decoded]  # the argmax digit
+    assert len({round(r.score, 3) for r in rows}) > 1 and all(1 < r.score < 5 for r in rows)
 
 
 def test_truncated_judgment_is_nan_and_counted(tiny_model):
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)
-    cands = [{"prompt_id": "0", "cand_idx": 0, "prompt": "2x+1=5", "text": "x=2"}]
-    rows = judge(backend, cands, JudgeConfig(max_new_tokens=3), seed=0)
-    assert math.isnan(rows[0]["score"]) and rows[0]["parse_fail"] == 1
+    cands = [cand("0", 0, "x=2", prompt="2x+1=5")]
+    rows = judge(backend, cands, rubric_cfg(max_new_tokens=3), seed=0)
+    assert math.isnan(rows[0].score) and rows[0].parse_fail == 1
 
 
 def test_expected_score_lies_between_scores_and_n_samples_average(tiny_model):
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)
-    cands = [{"prompt_id": "0", "cand_idx": 0, "prompt": "2x+1=5", "text": "x=2"}]
-    rows = judge(backend, cands, JudgeConfig(n=3, temperature=1.0, scoring="sampled"), seed=0)
-    assert len(rows[0]["raw"]) == 3
-    assert rows[0]["score"] in {v / 3 for v in range(3, 16)}
+    cands = [cand("0", 0, "x=2", prompt="2x+1=5")]
+    rows = judge(backend, cands, rubric_cfg(n=3, temperature=1.0, scoring="sampled"), seed=0)
+    assert len(rows[0].raw) == 3
+    assert rows[0].score in {v / 3 for v in range(3, 16)}
 
 
 def test_verifier_scorer():
-    from selfreward.scorers.rubric import verify
 
-    cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": a}
+    cands = [cand("p", i, t, answer=a)
              for i, (t, a) in enumerate([("x=49", "49"), ("x=48", "49"), ("x=3", None)])]
-    rows = verify(cands, JudgeConfig(kind="verifier"))
-    assert [r["score"] for r in rows[:2]] == [5.0, 1.0]
-    assert math.isnan(rows[2]["score"]) and rows[2]["parse_fail"] == 1
+    rows = judge(None, cands, verifier_cfg())
+    assert [r.score for r in rows[:2]] == [5.0, 1.0]
+    assert math.isnan(rows[2].score) and rows[2].parse_fail == 1
 
 
 def _code_rows():
     tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
     texts = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a * b\n",
              "while True:\n    pass\n", "import os\nos._exit(0)\n"]
-    rows = [{"prompt_id": "c", "cand_idx": i, "prompt": "write add", "text": t, "tests": tests} for i, t in enumerate(texts)]
-    rows.append({"prompt_id": "a", "cand_idx": 0, "prompt": "2x+1=5", "text": "x=2", "answer": "2"})
-    rows.append({"prompt_id": "n", "cand_idx": 0, "prompt": "hi", "text": "hello"})
+    rows = [cand("c", i, t, prompt="write add", tests=tests) for i, t in enumerate(texts)]
+    rows.append(cand("a", 0, "x=2", prompt="2x+1=5", answer="2"))
+    rows.append(cand("n", 0, "hello", prompt="hi"))
     return rows
 
 
 def test_verifier_answer_regex():
-    from selfreward.scorers.rubric import verify
 
-    cands = [{"prompt_id": "p", "cand_idx": i, "text": t, "answer": "7"}
+    cands = [cand("p", i, t, answer="7")
              for i, t in enumerate(["Answer: 7 (checked 3 times)", "Answer: 3, not 7", "7"])]
-    default = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier"))]
+    default = [r.score for r in judge(None, cands, verifier_cfg())]
     assert default == [1.0, 5.0, 5.0]  # the last number
-    custom = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier", answer_regex=r"Answer:\s*(\S+)"))]
+    custom = [r.score for r in judge(None, cands, verifier_cfg(answer_regex=r"Answer:\s*(\S+)"))]
     assert custom == [5.0, 1.0, 1.0]
 
 
 def test_verifier_runs_code_tests_and_picks_by_row():
-    from selfreward.scorers.rubric import verify
 
     t = time.time()
-    rows = verify(_code_rows(), JudgeConfig(kind="verifier", timeout=2.0))
+    rows = judge(None, _code_rows(), verifier_cfg(timeout=2.0))
     assert time.time() - t < 6.0  # the hanging candidate is cut at 2 s, beside the others (2 workers)
-    assert [r["score"] for r in rows[:5]] == [5.0, 1.0, 1.0, 1.0, 5.0]
-    assert rows[0]["raw"] == "passed" and rows[2]["raw"].startswith("timeout") and "AssertionError" in rows[1]["raw"]
-    assert math.isnan(rows[5]["score"]) and rows[5]["parse_fail"] == 1
-    only_answer = verify(_code_rows(), JudgeConfig(kind="verifier", verifier="answer"))
-    assert all(math.isnan(r["score"]) for r in only_answer[:4]) and only_answer[4]["score"] == 5.0
-    only_code = verify(_code_rows()[:1] + _code_rows()[4:5], JudgeConfig(kind="verifier", verifier="code"))
-    assert only_code[0]["score"] == 5.0 and math.isnan(only_code[1]["score"])
+    assert [r.score for r in rows[:5]] == [5.0, 1.0, 1.0, 1.0, 5.0]
+    assert rows[0].raw == "passed" and rows[2].raw.startswith("timeout") and "AssertionError" in rows[1].raw
+    assert math.isnan(rows[5].score) and rows[5].parse_fail == 1
+    only_answer = judge(None, _code_rows(), verifier_cfg(mode="answer"))
+    assert all(math.isnan(r.score) for r in only_answer[:4]) and only_answer[4].score == 5.0
+    only_code = judge(None, _code_rows()[:1] + _code_rows()[4:5], verifier_cfg(mode="code"))
+    assert only_code[0].score == 5.0 and math.isnan(only_code[1].score)
 
 
 def test_combined_gate_and_weighted(tiny_model):
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)
-    cands = [{"prompt_id": "0", "cand_idx": i, "prompt": "2x+1=5", "text": t, "answer": "2"}
+    cands = [cand("0", i, t, prompt="2x+1=5", answer="2")
              for i, t in enumerate(["x=2", "x=3", "x=02"])]
-    gate = judge(backend, cands, JudgeConfig(kind="combined", combine="gate"), seed=0)
-    assert gate[1]["score"] == 0.0 and gate[1]["judge_prompt"] is None  # failed: below every pass, never self-judged
+    gate = judge(backend, cands, combined.Config(), seed=0)
+    assert gate[1].score == 0.0 and gate[1].judge_prompt is None  # failed: below every pass, never self-judged
     for r in (gate[0], gate[2]):
-        assert 1.0 <= r["score"] <= 5.0 and r["judge_prompt"] == "check 2x+1=5 " + cands[r["cand_idx"]]["text"]
-    self_rows = judge(backend, cands, JudgeConfig(), seed=0)
-    cfg = JudgeConfig(kind="combined", combine="weighted", weights={"verifier": 1.0, "self": 0.5, "reward_model": 0.0})
+        assert 1.0 <= r.score <= 5.0 and r.judge_prompt == "check 2x+1=5 " + cands[r.cand_idx].text
+    self_rows = judge(backend, cands, rubric.Config(), seed=0)
+    cfg = combined.Config(combined=combined.CombinedSettings(mode="weighted", weights={"verifier": 1.0, "self": 0.5}))
     weighted = judge(backend, cands, cfg, seed=0)
     for w, s, v in zip(weighted, self_rows, [5.0, 1.0, 5.0]):
-        assert w["score"] == pytest.approx(v + 0.5 * s["score"]) and set(w["raw"]) == {"verifier", "self"}
+        assert w.score == pytest.approx(v + 0.5 * s.score) and set(w.raw) == {"verifier", "self"}
 
 
 def test_pairwise_matchups_cover_all_pairs_or_sampled_opponents():
@@ -191,17 +202,17 @@ def test_pairwise_scores_win_rates_and_reports_position_bias(tiny_model):
     model, tok = tiny_model
     torch.manual_seed(2)
     backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
-    cands = [{"prompt_id": p, "cand_idx": i, "prompt": f"{p}x+1=5", "text": t}
+    cands = [cand(p, i, t, prompt=f"{p}x+1=5")
              for p in ("2", "3") for i, t in enumerate(["x=2", "x=3", "x=9"])]
-    cfg = JudgeConfig(kind="pairwise", template="pairwise.jinja", score_prefix=":", max_new_tokens=4)
+    cfg = pairwise.Config(pairwise=pairwise.PairwiseSettings(score_prefix=":", max_new_tokens=4))
     rows = judge(backend, cands, cfg, seed=0)
-    assert all(r["comparisons"] == 2 and r["parse_fail"] == 0 for r in rows)  # K=3: all pairs, each candidate in 2
-    assert all(r["score"] in {1.0, 3.0, 5.0} for r in rows)
+    assert all(r.comparisons == 2 and r.parse_fail == 0 for r in rows)  # K=3: all pairs, each candidate in 2
+    assert all(r.score in {1.0, 3.0, 5.0} for r in rows)
     for pid in ("2", "3"):  # a pair yields one win or none (when the orders disagree)
-        group = [r for r in rows if r["prompt_id"] == pid]
-        wins = sum((r["score"] - 1) / 2 for r in group)
-        assert wins + sum(r["disagree"] for r in group) / 2 == 3
-    assert all(len(r["raw"]) == 2 and r["raw"][0][1] in (1.0, 2.0) for r in rows)
+        group = [r for r in rows if r.prompt_id == pid]
+        wins = sum((r.score - 1) / 2 for r in group)
+        assert wins + sum(r.disagree for r in group) / 2 == 3
+    assert all(len(r.raw) == 2 and r.raw[0][1] in (1.0, 2.0) for r in rows)
     report = judge_report(cands, rows, 3.0)
     assert 0.0 <= report["judge/position_disagreement"] <= 1.0 and report["judge/pairs_judged"] == 6
 
@@ -223,18 +234,20 @@ def _tiny_reward_model(path):
 
 def test_reward_model_scores_are_finite_deterministic_and_batch_invariant(tmp_path):
     from selfreward.scorers.reward_model import reward
+    from selfreward.records import Judgment
 
     path = _tiny_reward_model(tmp_path / "rm")
-    cands = [{"prompt_id": str(i % 3), "cand_idx": i, "prompt": f"{i + 2}x+1={2 * i + 5}", "text": "x=" + "2" * (i + 1)}
+    cands = [cand(str(i % 3), i, "x=" + "2" * (i + 1), prompt=f"{i + 2}x+1={2 * i + 5}")
              for i in range(7)]
     one = reward(cands, path, batch_size=1, progress=False)
     many = reward(cands, path, batch_size=4, progress=False)
-    again = judge(None, cands, JudgeConfig(kind="reward_model", reward_model=path, batch_size=7), seed=0)
-    assert set(one[0]) == {"prompt_id", "cand_idx", "judge_prompt", "raw", "score", "parse_fail"}
-    assert all(math.isfinite(r["score"]) for r in one) and len({round(r["score"], 6) for r in one}) > 1
-    assert [r["score"] for r in many] == pytest.approx([r["score"] for r in one], abs=1e-5)
-    assert [r["score"] for r in again] == pytest.approx([r["score"] for r in one], abs=1e-5)
-    assert one[0]["judge_prompt"] == "<|user|>2x+1=5<|assistant|>x=2</s>"  # the reward model's own chat template
+    again = judge(None, cands, reward_model.Config(reward_model=reward_model.RewardModelSettings(path, batch_size=7)))
+    assert all(isinstance(r, Judgment) for r in one)
+    assert set(one[0].to_row()) == {"prompt_id", "cand_idx", "judge_prompt", "raw", "score", "parse_fail"}
+    assert all(math.isfinite(r.score) for r in one) and len({round(r.score, 6) for r in one}) > 1
+    assert [r.score for r in many] == pytest.approx([r.score for r in one], abs=1e-5)
+    assert [r.score for r in again] == pytest.approx([r.score for r in one], abs=1e-5)
+    assert one[0].judge_prompt == "<|user|>2x+1=5<|assistant|>x=2</s>"  # the reward model's own chat template
 
 
 def test_code_examples_score_end_to_end():
@@ -242,19 +255,17 @@ def test_code_examples_score_end_to_end():
     from pathlib import Path
 
     from selfreward.data import read_prompts
-    from selfreward.scorers.rubric import verify
 
     root = Path(__file__).resolve().parents[2] / "examples"
     rows = []
     for name in ("code_train.jsonl", "code_eval.jsonl"):
         good, bad = read_prompts(str(root / name))
-        assert not bad and all("tests" in r for r in good)
+        assert not bad and all(r.tests for r in good)
         rows += good
     solutions = {json.loads(line)["id"]: json.loads(line)["solution"]
                  for name in ("code_train.jsonl", "code_eval.jsonl") for line in (root / name).read_text().splitlines()}
-    cands = [{"prompt_id": r["id"], "cand_idx": k, "prompt": r["prompt"], "tests": r["tests"],
-              "entry_point": r.get("entry_point"), "text": solutions[r["id"]] if k == 0 else "def nothing(): pass"}
-             for r in rows for k in range(2)]
-    scores = [r["score"] for r in verify(cands, JudgeConfig(kind="verifier", verifier="code"))]
+    cands = [cand(r.id, k, solutions[r.id] if k == 0 else "def nothing(): pass", prompt=r.prompt, tests=r.tests,
+                  entry_point=r.entry_point) for r in rows for k in range(2)]
+    scores = [r.score for r in judge(None, cands, verifier_cfg(mode="code"))]
     assert scores == [5.0, 1.0] * len(rows)
-    assert any(r.get("entry_point") for r in rows)
+    assert any(r.entry_point for r in rows)

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from selfreward.observe.metrics import agreement, auc, auc_within, judge_report
+from tests.conftest import cand, judged
 
 
 def test_auc_known_values():
@@ -25,10 +26,9 @@ def test_within_prompt_auc_ignores_prompt_difficulty():
 
 def test_agreement_and_report():
     assert agreement([5, 1, 5, math.nan], [True, False, False, True], accept=3) == pytest.approx(2 / 3)
-    cands = [{"prompt_id": "p", "cand_idx": i, "correct": y} for i, y in enumerate([True, False])]
-    cands += [{"prompt_id": "q", "cand_idx": i, "correct": False} for i in range(2)]
-    judg = [{"prompt_id": "p", "cand_idx": 0, "score": 5.0}, {"prompt_id": "p", "cand_idx": 1, "score": 1.0},
-            {"prompt_id": "q", "cand_idx": 0, "score": 2.0}, {"prompt_id": "q", "cand_idx": 1, "score": 2.0}]
+    cands = [cand("p", i, "a", correct=y) for i, y in enumerate([True, False])]
+    cands += [cand("q", i, "a", correct=False) for i in range(2)]
+    judg = judged({("p", 0): 5.0, ("p", 1): 1.0, ("q", 0): 2.0, ("q", 1): 2.0})
     r = judge_report(cands, judg, accept=3.0)
     assert r["judge/saturation"] == 0.5
     assert r["judge/auc_within"] == 1.0
@@ -45,10 +45,10 @@ def test_diversity_of_identical_and_disjoint_candidates():
     assert self_bleu(disjoint) < 1e-6
     assert distinct_n(same, 2) == pytest.approx(5 / 20)
     assert distinct_n(disjoint, 1) == 1.0
-    rows = [{"prompt_id": "p", "text": t, "final": "1"} for t in same]
+    rows = [cand("p", i, t, final="1") for i, t in enumerate(same)]
     r = diversity_report(rows)
     assert r["diversity/duplicate_rate"] == 0.75 and r["diversity/answer_entropy"] == 0.0
-    rows = [{"prompt_id": "p", "text": t, "final": str(i)} for i, t in enumerate(disjoint)]
+    rows = [cand("p", i, t, final=str(i)) for i, t in enumerate(disjoint)]
     r = diversity_report(rows)
     assert r["diversity/duplicate_rate"] == 0.0 and r["diversity/answer_entropy"] == pytest.approx(math.log(4))
 
@@ -56,8 +56,8 @@ def test_diversity_of_identical_and_disjoint_candidates():
 def test_embedding_similarity_of_identical_and_different_candidates():
     from selfreward.observe.embed import mean_pairwise_cosine
 
-    same = [{"prompt_id": "p", "text": "the cat sat on the mat"} for _ in range(3)]
-    diff = [{"prompt_id": "q", "text": t} for t in ["the cat sat on the mat", "stock markets fell sharply", "x=49"]]
+    same = [cand("p", i, "the cat sat on the mat") for i in range(3)]
+    diff = [cand("q", i, t) for i, t in enumerate(["the cat sat on the mat", "stock markets fell sharply", "x=49"])]
     assert mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-4)
     assert mean_pairwise_cosine(diff) < 0.5
 
@@ -67,13 +67,11 @@ def test_failed_judgments_count_as_parse_failures_and_are_never_selected():
 
     from selfreward.select import select
 
-    cands = [{"prompt_id": "p", "cand_idx": i, "prompt": "Q", "text": t, "correct": y, "final": None, "logprob": 0.0}
-             for i, (t, y) in enumerate([("a", True), ("b", False)])]
-    judg = [{"prompt_id": "p", "cand_idx": 0, "score": math.nan, "parse_fail": 1},
-            {"prompt_id": "p", "cand_idx": 1, "score": 1.0, "parse_fail": 0}]
+    cands = [cand("p", i, t, correct=y) for i, (t, y) in enumerate([("a", True), ("b", False)])]
+    judg = judged({("p", 0): math.nan, ("p", 1): 1.0}, parse_fail={("p", 0): 1})
     r = judge_report(cands, judg, accept=3.0)
     assert r["judge/parse_fail_rate"] == 0.5
     cfg = SimpleNamespace(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="first",
                           pair_margin=1.0, seed=0, length_tolerance=0.0)
-    sel, _, _ = select(cands, {("p", 0): math.nan, ("p", 1): 1.0}, cfg)
-    assert [s["completion"] for s in sel] == ["b"]
+    sel, _, _ = select(cands, judg, cfg)
+    assert [s.completion for s in sel] == ["b"]

@@ -1,7 +1,9 @@
 import math
 from types import SimpleNamespace
 
-from selfreward.select import select
+from selfreward.records import Pair
+from selfreward.select import select as select_records
+from tests.conftest import cand, judged
 
 
 def cfg(**kw):
@@ -12,35 +14,36 @@ def cfg(**kw):
 
 
 def cands(texts, pid="p", finals=None, logprobs=None, correct=None):
-    return [
-        {"prompt_id": pid, "prompt": "Q", "cand_idx": i, "text": t, "final": (finals or [None] * len(texts))[i],
-         "logprob": (logprobs or [0.0] * len(texts))[i], "correct": (correct or [None] * len(texts))[i]}
-        for i, t in enumerate(texts)
-    ]
+    return [cand(pid, i, t, final=(finals or [None] * len(texts))[i], logprob=(logprobs or [0.0] * len(texts))[i],
+                 correct=(correct or [None] * len(texts))[i]) for i, t in enumerate(texts)]
+
+
+def select(candidates, scores, config, seed=0):
+    """select() with scores given as {(prompt_id, cand_idx): score}."""
+    return select_records(candidates, judged(scores), config, seed)
 
 
 def test_top1_takes_highest_score():
     c = cands(["a", "b", "c"], correct=[False, True, False])
     sel, pairs, st = select(c, {("p", 0): 1.0, ("p", 1): 4.5, ("p", 2): 2.0}, cfg())
-    assert [s["completion"] for s in sel] == ["b"]
+    assert [s.completion for s in sel] == ["b"]
     assert st["select/verified_precision"] == 1.0
-    assert pairs == [{"prompt": "Q", "chosen": "b", "rejected": "a", "prompt_id": "p", "score_chosen": 4.5,
-                      "score_rejected": 1.0}]
+    assert pairs == [Pair("Q", "b", "a", "p", 4.5, 1.0)]
 
 
 def test_ties_break_to_shortest_then_index():
     c = cands(["long answer", "short", "tiny"])
     sel, _, _ = select(c, {("p", 0): 5.0, ("p", 1): 5.0, ("p", 2): 5.0}, cfg())
-    assert sel[0]["completion"] == "tiny"
+    assert sel[0].completion == "tiny"
     sel, _, _ = select(c, {("p", 0): 5.0, ("p", 1): 5.0, ("p", 2): 5.0}, cfg(tie_break="first"))
-    assert sel[0]["completion"] == "long answer"
+    assert sel[0].completion == "long answer"
 
 
 def test_threshold_abstains_and_topk_keeps_above():
     c = cands(["a", "b", "c"])
     scores = {("p", 0): 2.0, ("p", 1): 4.0, ("p", 2): 3.5}
     sel, _, st = select(c, scores, cfg(top_k=2, threshold=3.5))
-    assert [s["completion"] for s in sel] == ["b", "c"]
+    assert [s.completion for s in sel] == ["b", "c"]
     sel, _, st = select(c, scores, cfg(threshold=4.5))
     assert sel == [] and st["select/abstained"] == 1.0
 
@@ -49,7 +52,7 @@ def test_margin_skips_saturated_prompts_and_nan_never_selected():
     c = cands(["a", "b"]) + cands(["x", "y"], pid="q")
     scores = {("p", 0): 3.0, ("p", 1): 3.0, ("q", 0): math.nan, ("q", 1): 1.0}
     sel, _, st = select(c, scores, cfg(min_margin=0.5))
-    assert [s["completion"] for s in sel] == ["y"]
+    assert [s.completion for s in sel] == ["y"]
     assert st["select/skipped_saturated"] == 0.5
 
 
@@ -57,31 +60,31 @@ def test_random_control_is_deterministic_and_ignores_scores():
     c = cands([str(i) for i in range(8)])
     a, _, _ = select(c, {}, cfg(strategy="random", seed=3))
     b, _, _ = select(c, {("p", 0): 9.0}, cfg(strategy="random", seed=3))
-    assert a[0]["completion"] == b[0]["completion"]
-    picks = {select(c, {}, cfg(strategy="random", seed=s))[0][0]["completion"] for s in range(20)}
+    assert a[0].completion == b[0].completion
+    picks = {select(c, {}, cfg(strategy="random", seed=s))[0][0].completion for s in range(20)}
     assert len(picks) > 1
 
 
 def test_majority_picks_most_common_final_answer():
     c = cands(["x=3", "x=4", "x = 4", "x=5"], finals=["3", "4", "4", "5"])
     sel, _, _ = select(c, {}, cfg(strategy="majority"))
-    assert sel[0]["completion"] == "x=4"
+    assert sel[0].completion == "x=4"
 
 
 def test_logprob_picks_most_likely():
     c = cands(["a", "b", "c"], logprobs=[-2.0, -0.1, -1.0])
     sel, _, _ = select(c, {}, cfg(strategy="logprob"))
-    assert sel[0]["completion"] == "b"
+    assert sel[0].completion == "b"
 
 
 def test_length_tolerance_prefers_shortest_near_best():
     c = cands(["a long winning answer", "short", "mid answer", "x"])
     scores = {("p", 0): 5.0, ("p", 1): 4.6, ("p", 2): 4.9, ("p", 3): 1.0}
     sel, pairs, _ = select(c, scores, cfg())
-    assert sel[0]["completion"] == "a long winning answer"
+    assert sel[0].completion == "a long winning answer"
     sel, pairs, _ = select(c, scores, cfg(length_tolerance=0.5, top_k=2))
-    assert [s["completion"] for s in sel] == ["short", "mid answer"]  # within 0.5 of the best, shortest first
-    assert pairs[0]["chosen"] == "short" and pairs[0]["rejected"] == "x"
+    assert [s.completion for s in sel] == ["short", "mid answer"]  # within 0.5 of the best, shortest first
+    assert pairs[0].chosen == "short" and pairs[0].rejected == "x"
     sel, _, _ = select(c, scores, cfg(length_tolerance=0.5, threshold=4.7))
     assert sel == []  # the threshold still applies to the length-controlled pick
 

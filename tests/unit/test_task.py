@@ -1,7 +1,7 @@
 import random
 
-from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss, pool
 from selfreward.scorers.verifier import extract_answer, is_correct
+from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss, pool
 
 
 def test_check_text_substitutes_back():

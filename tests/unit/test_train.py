@@ -3,8 +3,10 @@ import copy
 import pytest
 import torch
 
-from selfreward.config import TrainConfig
-from selfreward.train.fit import Example, collate, encode, train_lora
+from selfreward.records import Selection
+from selfreward.train.sft import Example, collate, encode, loss
+from selfreward.train.stage import steps_for, train
+from tests.conftest import compose_config
 
 
 def test_loss_only_on_completion_and_score_token_weighted(tiny_model):
@@ -21,9 +23,10 @@ def test_lora_training_changes_every_adapter_weight_and_not_the_base(tiny_model)
     model, tok = tiny_model
     model = copy.deepcopy(model)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(steps=3, batch_size=4, replay_fraction=0.0, lr=1e-2)
-    rows = [{"prompt": "2x+1=5", "completion": "x=2"}, {"prompt": "3x+3=9", "completion": "x=2"}]
-    peft_model, stats = train_lora(model, tok, rows, [], cfg, seed=0)
+    cfg = compose_config(["+experiment=tiny", "train.steps=3", "train.batch_size=4", "train.replay_fraction=0",
+                          "train.lr=1e-2"])
+    rows = [Selection("2x+1=5", "x=2", "a", 0, 5.0, None), Selection("3x+3=9", "x=2", "b", 0, 5.0, None)]
+    peft_model, stats = train(model, tok, rows, [], cfg, seed=0, name="sft")
     assert stats["steps"] == 3 and stats["skipped_steps"] == 0
     lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: every one moved
@@ -48,7 +51,7 @@ def test_non_finite_losses_are_skipped_then_abort(tiny_model):
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     with pytest.raises(TrainingAborted, match="3 non-finite losses in a row"):
-        fit(model, draw, steps=10, lr=1e-3, pad_id=tok.pad_token_id, max_bad_steps=3, progress=False)
+        fit(model, draw, collate, loss, steps=10, lr=1e-3, pad_id=tok.pad_token_id, max_bad_steps=3, progress=False)
     assert calls["n"] == 3
 
 
@@ -69,7 +72,7 @@ def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
     gradient: bucketing changes the speed, not the training."""
     from peft import LoraConfig, get_peft_model
 
-    from selfreward.train.fit import length_buckets, weighted_loss
+    from selfreward.train.fit import length_buckets
 
     model, tok = tiny_model
     torch.manual_seed(0)
@@ -81,15 +84,34 @@ def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
 
     def grads(batches, denominator):
         peft_model.zero_grad()
-        loss = sum(weighted_loss(peft_model, b, denominator) for b in batches)
-        loss.backward()
-        return float(loss.detach()), [p.grad.clone() for p in params]
+        total = sum(loss(peft_model, b, denominator) for b in batches)
+        total.backward()
+        return float(total.detach()), [p.grad.clone() for p in params]
 
     full_loss, full = grads([collate(rows, tok.pad_token_id, torch.device("cpu"))], None)
     chunks = length_buckets([len(e.ids) for e in rows], overhead=0)
     assert len(chunks) > 2
     batches = [collate([rows[i] for i in c], tok.pad_token_id, torch.device("cpu")) for c in chunks]
-    weight = sum(float(b["weights"][:, 1:].sum()) for b in batches)
+    weight = sum(b["weight"] for b in batches)
     split_loss, split = grads(batches, weight)
     assert split_loss == pytest.approx(full_loss, rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(full, split))
+
+
+def test_epochs_size_training_by_the_rows_kept_with_steps_as_a_cap():
+    cfg = compose_config(["train.epochs=2", "train.steps=0", "train.batch_size=64"]).train
+    assert steps_for(cfg, rows=8, per_step=45) == 1  # 8 rows kept: one step holds them all, twice over
+    assert steps_for(cfg, rows=450, per_step=45) == 20
+    cfg.steps = 12
+    assert steps_for(cfg, rows=450, per_step=45) == 12  # train.steps caps
+    cfg.epochs = 0
+    assert steps_for(cfg, rows=8, per_step=45) == 12  # epochs=0: a fixed number of steps
+
+
+def test_training_objective_is_the_module_of_the_chosen_schema():
+    from selfreward.train import sft
+    from selfreward.train.stage import objective_name
+
+    cfg = compose_config([])
+    assert objective_name(cfg.train) == "sft" and isinstance(cfg.train.replay_fraction, float)
+    assert objective_name(sft.Config()) == "sft"

@@ -61,28 +61,30 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
 
 
 def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
-    """A score-only rubric (judge.reasoning_regex='') on vLLM: one constrained token per candidate, with the expected
+    """A score-only rubric (judge.rubric.reasoning_regex='') on vLLM: one constrained token per candidate, with the expected
     score from its log-probs; transformers reads the same distribution in one forward pass."""
     from hydra import compose, initialize_config_module
 
     from selfreward.backends.hf import HFBackend
     from selfreward.backends.vllm import VLLMBackend, engine
-    from selfreward.config import JudgeConfig, VLLMConfig, register
-    from selfreward.scorers.rubric import judge
+    from selfreward.config import VLLMConfig, register
+    from selfreward.scorers import rubric
     from selfreward.tasks.seed import ensure_seed
+    from tests.conftest import cand
 
     register()
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["+experiment=tiny"])
     model, tok = tiny_model
     llm = engine(str(ensure_seed(cfg.model.seed, progress=False)), VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
-    cands = [{"prompt_id": str(i), "cand_idx": 0, "prompt": f"{i + 2}x+3={2 * (i + 2) + 3}", "text": t}
+    cands = [cand(str(i), 0, t, prompt=f"{i + 2}x+3={2 * (i + 2) + 3}")
              for i, t in enumerate(["x=2", "x=9", "x=3", "x=40"])]
-    jcfg = JudgeConfig(reasoning_regex="", score_prefix=":")
+    jcfg = rubric.Config(rubric=rubric.RubricSettings(reasoning_regex="", score_prefix=":"))
     try:
-        ours = judge(VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False), cands, jcfg, seed=0)
+        vllm_backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=HFBackend(model, tok, progress=False), progress=False)
+        ours = rubric.score(vllm_backend, cands, jcfg, seed=0)
     finally:  # stop the engine's process now, not at interpreter exit, where its logging hits pytest's closed streams
         llm.llm_engine.engine_core.shutdown()
-    ref = judge(HFBackend(model, tok, progress=False), cands, jcfg, seed=0)
-    assert all(j["parse_fail"] == 0 and 1.0 <= j["score"] <= 5.0 for j in ours)
-    assert [j["score"] for j in ours] == pytest.approx([j["score"] for j in ref], abs=0.05)
+    ref = rubric.score(HFBackend(model, tok, progress=False), cands, jcfg, seed=0)
+    assert all(j.parse_fail == 0 and 1.0 <= j.score <= 5.0 for j in ours)
+    assert [j.score for j in ours] == pytest.approx([j.score for j in ref], abs=0.05)
