@@ -102,7 +102,8 @@ class SamplingConfig:
     def __post_init__(self):
         require(self.k >= 1, f"sampling.k={self.k} must be >= 1")
         require(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must be in (0, 1]")
-        require(self.temperature > 0, f"sampling.temperature={self.temperature} must be > 0 (greedy is measured in eval)")
+        require(self.temperature > 0,
+                f"sampling.temperature={self.temperature} must be > 0 (greedy is measured in eval)")
 
 
 @dataclass

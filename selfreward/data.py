@@ -23,7 +23,8 @@ def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
     if cfg.task != "equation":
         raise DataError(f"data.task={cfg.task!r}: the built-in task is 'equation' (or give data.train_prompts)")
     task = EquationTask()
-    train, evals = pool(task, cfg.n_train, cfg.seed, evaluation=False), pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
+    train = pool(task, cfg.n_train, cfg.seed, evaluation=False)
+    evals = pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
     return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
 
 
@@ -87,33 +88,33 @@ def read_prompts(path: str, fits=None) -> tuple[list[Prompt], list[dict]]:
     good, bad, seen = [], [], set()
     raw = p.read_bytes()
     lines = raw.split(b"\n")
+
+    def reject(n: int, line: bytes, reason: str) -> None:
+        bad.append({"file": str(p), "line": n, "reason": reason, "text": line[:200].decode("utf-8", "replace")})
+
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-
-        def reject(reason: str) -> None:
-            bad.append({"file": str(p), "line": n, "reason": reason, "text": line[:200].decode("utf-8", "replace")})
-
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            reject(f"not UTF-8 ({e.reason} at byte {e.start})")
+            reject(n, line, f"not UTF-8 ({e.reason} at byte {e.start})")
             continue
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
             truncated = n == len(lines) and not raw.endswith(b"\n")
-            reject(("truncated last line: " if truncated else "malformed JSON: ") + e.msg)
+            reject(n, line, ("truncated last line: " if truncated else "malformed JSON: ") + e.msg)
             continue
         if not isinstance(row, dict) or "prompt" not in row:
-            reject("no 'prompt' field")
+            reject(n, line, "no 'prompt' field")
             continue
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            reject("empty prompt")
+            reject(n, line, "empty prompt")
             continue
         out, why = _accept(row, row["prompt"], str(row.get("id", f"{p.stem}-{n}")), seen, fits)
         if why:
-            reject(why)
+            reject(n, line, why)
             continue
         good.append(out)
     if not good and bad:
@@ -162,8 +163,9 @@ def decontaminate(train: list[Prompt], evals: list[Prompt], cfg, run_dir: Path) 
     found = [evals[i] for i in sorted(hits)]
     write_jsonl(Path(run_dir) / "contaminated.jsonl", found)
     if cfg.on_contamination == "stop":
-        raise DataError(f"{len(hits)} evaluation prompts overlap training prompts ({cfg.contamination_n}-gram or exact), "
-                        f"e.g. {found[0].prompt[:80]!r}; listed in contaminated.jsonl. Set data.on_contamination=drop to go on.")
+        raise DataError(f"{len(hits)} evaluation prompts overlap training prompts ({cfg.contamination_n}-gram or "
+                        f"exact), e.g. {found[0].prompt[:80]!r}; listed in contaminated.jsonl. Set "
+                        "data.on_contamination=drop to go on.")
     if cfg.on_contamination == "drop":
         evals = [r for i, r in enumerate(evals) if i not in hits]
     return evals, stats
@@ -189,7 +191,8 @@ def context_check(cfg, tokenizer, context: int):
     def check(prompt: str) -> str | None:
         p = n_tokens(chat(tokenizer, prompt, s.system_prompt, s.few_shot))
         if p + s.max_new_tokens > context:
-            return f"prompt is {p} tokens; with sampling.max_new_tokens={s.max_new_tokens} it exceeds the context ({context})"
+            return (f"prompt is {p} tokens; with sampling.max_new_tokens={s.max_new_tokens} it exceeds the context "
+                    f"({context})")
         if (judged := scorer.judge_prompt(cfg.judge, prompt)) is None:  # verifier, reward model: no policy judge prompt
             return None
         text, responses, budget = judged

@@ -48,7 +48,7 @@ def estimate(arch: dict, cfg) -> dict:
     params = n_layers * (attn + mlp) + embed
     bytes_per = 4 if cfg.model.dtype == "float32" else 2
     s, r = cfg.sampling, cfg.train.lora.r
-    context = (arch.get("max_position_embeddings") or 4096) if cfg.vllm.max_model_len is None else cfg.vllm.max_model_len
+    context = cfg.vllm.max_model_len or arch.get("max_position_embeddings") or 4096
     seq_len = min(context, 1024 + s.max_new_tokens)  # a long prompt plus the response budget
     kv_per_token = 2 * n_layers * kv_heads * head_dim * bytes_per
     concurrent = min(256, (cfg.data.prompts_per_iteration or 256) * s.k)
@@ -83,7 +83,8 @@ def plan(cfg) -> str:
         + (f" (tensor parallel {vc.tensor_parallel_size} x data parallel {vc.data_parallel_size}, "
            f"sleep mode {'on' if vc.enable_sleep_mode else 'off'}, adapters served with LoRARequest)"
            if cfg.backend == "vllm" else ""),
-        f"  data       train={cfg.data.train_prompts or 'built-in ' + cfg.data.task}, eval={cfg.data.eval_prompts or 'built-in held-out'}",
+        f"  data       train={cfg.data.train_prompts or 'built-in ' + str(cfg.data.task)}, "
+        f"eval={cfg.data.eval_prompts or 'built-in held-out'}",
         f"  iterations {cfg.iterations}: per iteration {prompts} prompts",
         "  stages     sample -> judge -> select -> train (LoRA) -> evaluate, per iteration; the seed evaluated first",
         f"  sample     K={s.k}, temperature={s.temperature}, top_p={s.top_p}, max_new_tokens={s.max_new_tokens}",
@@ -91,7 +92,8 @@ def plan(cfg) -> str:
         + ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(j, enum_to_str=True).items()
                     if k not in ("scores", "accept", "batch_size")),
         f"  select     {sel.strategy}, top_k={sel.top_k}, threshold={sel.threshold}, min_margin={sel.min_margin}",
-        f"  train      {objective_name(t)}, LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, steps={t.steps}, merge={t.merge}, "
+        f"  train      {objective_name(t)}, LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, "
+        f"epochs={t.epochs}, steps={t.steps}, merge={t.merge}, "
         f"processes={t.processes}" + (f" ({t.accelerate_config})" if t.processes > 1 else ""),
         f"  eval       K={cfg.eval.k} sampled + greedy on held-out prompts",
         f"  GPUs       {max(gpus, t.processes)} (generation {gpus}, training {t.processes})",
@@ -108,8 +110,10 @@ def plan(cfg) -> str:
         f"    KV cache       {e['kv']:7.1f}  ({e['concurrent']} sequences x {e['seq_len']} tokens in flight)",
         f"    LoRA training  {e['train']:7.1f}  (frozen weights + {e['lora_params'] / 1e6:.1f}M adapter params with "
         f"Adam + activations at micro-batch {t.micro_batch or t.batch_size}"
-        f"{', checkpointed' if t.gradient_checkpointing else ''}; weights split over {t.processes} process(es) with FSDP)",
+        f"{', checkpointed' if t.gradient_checkpointing else ''}; weights split over {t.processes} process(es) "
+        "with FSDP)",
     ]
     if cfg.backend == "vllm" and not vc.enable_sleep_mode:
-        lines.append("    note: training shares the GPU with the engine; vllm.enable_sleep_mode=true frees it while training")
+        lines.append("    note: training shares the GPU with the engine; vllm.enable_sleep_mode=true frees it while "
+                     "training")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""What the stages exchange: one small dataclass per kind of row, each with `to_row()` / `from_row()` for its JSONL line.
+"""What the stages exchange: one small dataclass per kind of row, with `to_row()` / `from_row()` for its JSONL line.
 
     Prompt ──sample──▶ Completion ──+prompt, verdict──▶ Candidate ──score──▶ Judgment ──select──▶ Selection, Pair
 

@@ -43,7 +43,8 @@ class JudgeConfig:
     """What every scorer has. A scorer's own settings sit in its own section (`judge.rubric.*`, ...); the scorer is
     the one whose schema the chosen group (`judge=NAME`) extends, so no setting can pick another."""
 
-    scores: list[int] = opt([1, 2, 3, 4, 5], "the score scale: allowed judge scores; a verifier pass/fail is its max/min")
+    scores: list[int] = opt([1, 2, 3, 4, 5], "the score scale: allowed judge scores; a verifier's pass/fail is its "
+                                             "max/min")
     accept: float = opt(3.0, "score at or above which a judgment counts as 'correct' for agreement")
     batch_size: int = opt(512, "judgments per generate call")
 
@@ -91,7 +92,8 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping")
     max_bad_steps: int = opt(5, "abort the iteration after this many non-finite losses in a row")
     processes: int = opt(1, "training processes (one per GPU); above 1 the stage is launched with accelerate")
-    accelerate_config: str = opt("fsdp.yaml", "accelerate config for processes > 1: a file in conf/accelerate/ or a path")
+    accelerate_config: str = opt("fsdp.yaml", "accelerate config for processes > 1: a file in conf/accelerate/ or a "
+                                              "path")
 
     def __post_init__(self):
         require(self.epochs >= 0 and self.steps >= 0, "train.epochs and train.steps must be >= 0")

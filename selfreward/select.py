@@ -29,7 +29,8 @@ class SelectionConfig:
     strategy: Strategy = opt(Strategy.judge, "judge | random | majority (self-consistency) | logprob (sharpening); "
                                              "only judge reads the scores")
     top_k: int = opt(1, "winners kept per prompt")
-    threshold: float | None = opt(3.0, "minimum score to keep a candidate, in the scorer's units (None = keep the best)")
+    threshold: float | None = opt(3.0, "minimum score to keep a candidate, in the scorer's units (None: keep the "
+                                       "best)")
     min_margin: float = opt(0.0, "skip prompts whose best-minus-worst score is below this (saturated)")
     tie_break: TieBreak = opt(TieBreak.shortest, "order among equal scores: shortest first, or first sampled")
     pair_margin: float = opt(1.0, "write a chosen/rejected pair when best minus worst score is at least this")

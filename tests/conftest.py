@@ -74,3 +74,15 @@ def run_loop(overrides: list[str], run_dir: Path) -> list[dict]:
     cfg = compose_config(overrides)
     check(cfg)
     return run(cfg, run_dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests need CUDA: skipped, with the reason, where torch sees none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -293,7 +293,8 @@ class HFBackend:
                 picks = logits.argmax(-1)
             for j, i in enumerate(idx):
                 tid = int(picks[j])
-                out[i] = JudgeOutput(raw=self.tokenizer.decode([tid]), expected=float(expected[j]), sampled=float(values[tid]))
+                out[i] = JudgeOutput(raw=self.tokenizer.decode([tid]), expected=float(expected[j]),
+                                     sampled=float(values[tid]))
         return out
 
     @torch.inference_mode()

@@ -95,7 +95,8 @@ class VLLMBackend:
                                  lora_request=self.lora)
 
     def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
-        """n completions per prompt (vLLM's scheduler batches; `batch_size` is not needed). Seed per prompt: seed + i."""
+        """n completions per prompt (vLLM's scheduler batches; `batch_size` is not needed); prompt i is seeded
+        seed + i."""
         from vllm import SamplingParams
 
         greedy = temperature <= 0

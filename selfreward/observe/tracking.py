@@ -48,7 +48,8 @@ class Tracker:
     def __init__(self, cfg, run_dir: Path, config_dict: dict):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
-        self.rows: list[dict] = read_jsonl(self.run_dir / "metrics.jsonl") if (self.run_dir / "metrics.jsonl").exists() else []
+        metrics = self.run_dir / "metrics.jsonl"
+        self.rows: list[dict] = read_jsonl(metrics) if metrics.exists() else []
         summary = self.run_dir / "summary.json"
         self.alerts: list[dict] = json.loads(summary.read_text()).get("alerts", []) if summary.exists() else []
         self.resumed = {r["iteration"] for r in self.rows}  # already in W&B from the interrupted run
@@ -117,7 +118,8 @@ def plot(rows: list[dict], out: Path) -> None:
     for name, keys in PLOTS.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
-            pts = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+            pts = [(r["iteration"], r[key]) for r in rows
+                   if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=key)
         ax.set_xlabel("iteration")

@@ -94,7 +94,8 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str |
         value = lo + (hi - lo) * wins[i] / played[i] if played[i] else math.nan
         if len(groups[c.prompt_id]) == 1:  # nothing to compare with: every candidate is the best
             value = float(hi)
-        out.append(Judgment.of(c, value, raw=raw[i], judge_prompt=first_prompt.get(i), parse_fail=int(math.isnan(value)),
+        out.append(Judgment.of(c, value, raw=raw[i], judge_prompt=first_prompt.get(i),
+                               parse_fail=int(math.isnan(value)),
                                comparisons=played[i], disagree=disagree[i]))
     return out
 

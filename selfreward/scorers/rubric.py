@@ -34,7 +34,8 @@ class RubricSettings:
 
     def __post_init__(self):
         require(self.n >= 1, "judge.rubric.n must be >= 1")
-        require(self.n == 1 or self.temperature > 0, "judge.rubric.n > 1 averages samples: set judge.rubric.temperature > 0")
+        require(self.n == 1 or self.temperature > 0,
+                "judge.rubric.n > 1 averages samples: set judge.rubric.temperature > 0")
 
 
 @dataclass

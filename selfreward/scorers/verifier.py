@@ -23,7 +23,8 @@ class Mode(Choice):
 
 @dataclass
 class VerifierSettings:
-    mode: Mode = opt(Mode.auto, "auto: rows with `tests` run code, rows with `answer` match it; answer or code: only that")
+    mode: Mode = opt(Mode.auto, "auto: rows with `tests` run code, rows with `answer` match it; answer or code: only "
+                                "that")
     answer_regex: str | None = opt(None, "regex whose group 1 is the final answer (None: \\boxed{} value, else the "
                                          "last number)")
     timeout: float = opt(5.0, "wall-clock seconds per code-test run (then it fails)")
@@ -61,8 +62,10 @@ def judge_prompt(cfg, prompt: str) -> None:
     return None
 
 
-def verdicts(candidates: list[Candidate], v: VerifierSettings, desc: str = "verify") -> list[tuple[bool | None, str | None]]:
-    """(passed, raw) per candidate: True/False, or None without a reference; raw says why (answer match or test status)."""
+def verdicts(candidates: list[Candidate], v: VerifierSettings,
+             desc: str = "verify") -> list[tuple[bool | None, str | None]]:
+    """(passed, raw) per candidate: True/False, or None without a reference; raw says why (answer match or test
+    status)."""
     modes = [_mode(c, v.mode) for c in candidates]
     jobs = {}  # identical (code, tests) run once: K samples often repeat
     for c, mode in zip(candidates, modes):

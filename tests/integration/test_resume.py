@@ -75,5 +75,6 @@ def test_changed_config_is_refused_unless_forced(tmp_path, cache_dir):
     r = run_cli(ARGS[:1] + ["iterations=1", "tracking.mode=disabled", "sampling.k=2"], run, cache_dir)
     assert r.returncode != 0 and "sampling.k: 4 -> 2" in r.stderr and "force_resume=true" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run_cli(ARGS[:1] + ["iterations=1", "tracking.mode=disabled", "sampling.k=2", "force_resume=true"], run, cache_dir)
+    forced = ["iterations=1", "tracking.mode=disabled", "sampling.k=2", "force_resume=true"]
+    r = run_cli(ARGS[:1] + forced, run, cache_dir)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -34,6 +34,7 @@ def test_compare_writes_table_and_plots(tmp_path):
 
 
 def test_compare_says_when_there_are_no_runs(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "analysis" / "compare.py"), str(tmp_path), "--out", str(tmp_path / "o")],
+    r = subprocess.run([sys.executable, str(ROOT / "analysis" / "compare.py"), str(tmp_path), "--out",
+                        str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no runs" in r.stderr

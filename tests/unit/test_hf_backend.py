@@ -25,7 +25,7 @@ def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperat
     assert [[c.text for c in comps] for comps in ours] == [plain[i] for i in range(len(prompts))]
     assert all(c.seed == 11 for comps in ours for c in comps)  # one batch: every completion drawn under seed + 0
     if temperature > 0:
-        assert any(len({c.text for c in s}) > 1 for s in ours)  # real sampling: the K differ  # real sampling: the K differ
+        assert any(len({c.text for c in s}) > 1 for s in ours)  # real sampling: the K differ
 
 
 def test_sampling_pass_log_probs_match_teacher_forcing():

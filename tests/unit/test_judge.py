@@ -233,8 +233,8 @@ def _tiny_reward_model(path):
 
 
 def test_reward_model_scores_are_finite_deterministic_and_batch_invariant(tmp_path):
-    from selfreward.scorers.reward_model import reward
     from selfreward.records import Judgment
+    from selfreward.scorers.reward_model import reward
 
     path = _tiny_reward_model(tmp_path / "rm")
     cands = [cand(str(i % 3), i, "x=" + "2" * (i + 1), prompt=f"{i + 2}x+1={2 * i + 5}")

@@ -7,7 +7,8 @@ from tests.conftest import cand, judged
 
 
 def cfg(**kw):
-    base = dict(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="shortest", pair_margin=1.0, seed=0,
+    base = dict(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="shortest", pair_margin=1.0,
+                seed=0,
                 length_tolerance=0.0)
     base.update(kw)
     return SimpleNamespace(**base)

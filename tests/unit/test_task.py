@@ -40,8 +40,9 @@ def test_seed_rebuild_command_builds_a_loadable_model(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "selfreward.tasks.seed", "--out", str(tmp_path), "hidden_size=32", "layers=1",
-                        "heads=2", "intermediate_size=32", "steps=4", "self_steps=2", "batch_size=8", "report_prompts=4"],
+    recipe = ["hidden_size=32", "layers=1", "heads=2", "intermediate_size=32", "steps=4", "self_steps=2",
+              "batch_size=8", "report_prompts=4"]
+    r = subprocess.run([sys.executable, "-m", "selfreward.tasks.seed", "--out", str(tmp_path), *recipe],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     (out,) = [p for p in tmp_path.iterdir() if p.is_dir()]

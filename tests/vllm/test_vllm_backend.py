@@ -61,8 +61,8 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
 
 
 def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
-    """A score-only rubric (judge.rubric.reasoning_regex='') on vLLM: one constrained token per candidate, with the expected
-    score from its log-probs; transformers reads the same distribution in one forward pass."""
+    """A score-only rubric (judge.rubric.reasoning_regex='') on vLLM: one constrained token per candidate, with the
+    expected score from its log-probs; transformers reads the same distribution in one forward pass."""
     from hydra import compose, initialize_config_module
 
     from selfreward.backends.hf import HFBackend
