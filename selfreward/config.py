@@ -20,38 +20,15 @@ from omegaconf.errors import MissingMandatoryValue
 
 import selfreward.train
 from selfreward import scorers
-from selfreward.schema import Choice, ConfigError, opt, require
+from selfreward.schema import Choice, ConfigError, choices, opt, require
 from selfreward.select import SelectionConfig
 from selfreward.tasks.recipe import SeedRecipe
 
-
-class Init(Choice):
-    pretrained = "pretrained"
-    random = "random"
-
-
-class Dtype(Choice):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-
-
-class Backend(Choice):
-    hf = "hf"
-    vllm = "vllm"
-
-
-class OnContamination(Choice):
-    drop = "drop"
-    stop = "stop"
-    report = "report"
-
-
-class TrackingMode(Choice):
-    offline = "offline"
-    online = "online"
-    disabled = "disabled"
-
+Init = choices("Init", "pretrained", "random", module=__name__)
+Dtype = choices("Dtype", "auto", "float32", "bfloat16", module=__name__)
+Backend = choices("Backend", "hf", "vllm", module=__name__)
+OnContamination = choices("OnContamination", "drop", "stop", "report", module=__name__)
+TrackingMode = choices("TrackingMode", "offline", "online", "disabled", module=__name__)
 
 @dataclass
 class ModelConfig:

@@ -29,6 +29,11 @@ class Choice(str, Enum):
         return self.value
 
 
+def choices(name: str, *values: str, module: str = __name__) -> type[Choice]:
+    """A Choice Enum whose members are named by their values: `Mode = choices("Mode", "gate", "weighted")`."""
+    return Choice(name, [(v, v) for v in values], module=module)
+
+
 class ConfigError(ValueError):
     """A config value that cannot work, with a hint on how to fix it."""
 
@@ -55,15 +60,8 @@ class JudgeConfig:
                 "judge.scores must be single digits 0-9 (one token each, enforced by the regex)")
 
 
-class StartFrom(Choice):
-    previous = "previous"
-    seed = "seed"
-
-
-class TrainData(Choice):
-    current = "current"
-    accumulate = "accumulate"
-
+StartFrom = choices("StartFrom", "previous", "seed", module=__name__)
+TrainData = choices("TrainData", "current", "accumulate", module=__name__)
 
 @dataclass
 class LoraConfig:

@@ -9,20 +9,10 @@ from dataclasses import dataclass
 
 from selfreward.observe.metrics import mean
 from selfreward.records import Candidate, Judgment, Pair, Selection, by_prompt
-from selfreward.schema import Choice, opt, require
+from selfreward.schema import choices, opt, require
 
-
-class Strategy(Choice):
-    judge = "judge"
-    random = "random"
-    majority = "majority"
-    logprob = "logprob"
-
-
-class TieBreak(Choice):
-    shortest = "shortest"
-    first = "first"
-
+Strategy = choices("Strategy", "judge", "random", "majority", "logprob", module=__name__)
+TieBreak = choices("TieBreak", "shortest", "first", module=__name__)
 
 @dataclass
 class SelectionConfig:

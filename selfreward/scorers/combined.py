@@ -12,17 +12,14 @@ import math
 from dataclasses import dataclass
 
 from selfreward.records import Candidate, Judgment
-from selfreward.schema import Choice, JudgeConfig, opt, require
+from selfreward.schema import JudgeConfig, choices, opt, require
 from selfreward.scorers import reward_model, rubric, verifier
 
 uses_policy = True
 PARTS = ("verifier", "self", "reward_model")
 
 
-class Mode(Choice):
-    gate = "gate"
-    weighted = "weighted"
-
+Mode = choices("Mode", "gate", "weighted", module=__name__)
 
 @dataclass
 class CombinedSettings:

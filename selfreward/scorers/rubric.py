@@ -9,16 +9,13 @@ from dataclasses import dataclass
 
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Candidate, Judgment
-from selfreward.schema import Choice, JudgeConfig, opt, require
+from selfreward.schema import JudgeConfig, choices, opt, require
 from selfreward.seeds import repeat
 
 uses_policy = True
 
 
-class Scoring(Choice):
-    expected = "expected"
-    sampled = "sampled"
-
+Scoring = choices("Scoring", "expected", "sampled", module=__name__)
 
 @dataclass
 class RubricSettings:

@@ -9,17 +9,13 @@ import re
 from dataclasses import dataclass
 
 from selfreward.records import Candidate, Judgment
-from selfreward.schema import Choice, ConfigError, JudgeConfig, opt, require
+from selfreward.schema import ConfigError, JudgeConfig, choices, opt, require
 from selfreward.scorers.sandbox import extract_code, run_many
 
 uses_policy = False
 
 
-class Mode(Choice):
-    auto = "auto"
-    answer = "answer"
-    code = "code"
-
+Mode = choices("Mode", "auto", "answer", "code", module=__name__)
 
 @dataclass
 class VerifierSettings:
