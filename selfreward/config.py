@@ -30,6 +30,7 @@ Backend = choices("Backend", "hf", "vllm", module=__name__)
 OnContamination = choices("OnContamination", "drop", "stop", "report", module=__name__)
 TrackingMode = choices("TrackingMode", "offline", "online", "disabled", module=__name__)
 
+
 @dataclass
 class ModelConfig:
     path: str = opt(MISSING, "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE "

@@ -63,6 +63,7 @@ class JudgeConfig:
 StartFrom = choices("StartFrom", "previous", "seed", module=__name__)
 TrainData = choices("TrainData", "current", "accumulate", module=__name__)
 
+
 @dataclass
 class LoraConfig:
     r: int = opt(8, "LoRA rank")

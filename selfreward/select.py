@@ -14,6 +14,7 @@ from selfreward.schema import choices, opt, require
 Strategy = choices("Strategy", "judge", "random", "majority", "logprob", module=__name__)
 TieBreak = choices("TieBreak", "shortest", "first", module=__name__)
 
+
 @dataclass
 class SelectionConfig:
     strategy: Strategy = opt(Strategy.judge, "judge | random | majority (self-consistency) | logprob (sharpening); "

@@ -21,6 +21,7 @@ PARTS = ("verifier", "self", "reward_model")
 
 Mode = choices("Mode", "gate", "weighted", module=__name__)
 
+
 @dataclass
 class CombinedSettings:
     mode: Mode = opt(Mode.gate, "gate: the verifier gates, the self-judge ranks the passing; weighted: a weighted sum")

@@ -17,6 +17,7 @@ uses_policy = True
 
 Scoring = choices("Scoring", "expected", "sampled", module=__name__)
 
+
 @dataclass
 class RubricSettings:
     template: str = opt("equation_check.jinja", "Jinja rubric with {{ prompt }} and {{ response }}: a file in prompts/ "

@@ -17,6 +17,7 @@ uses_policy = False
 
 Mode = choices("Mode", "auto", "answer", "code", module=__name__)
 
+
 @dataclass
 class VerifierSettings:
     mode: Mode = opt(Mode.auto, "auto: rows with `tests` run code, rows with `answer` match it; answer or code: only "
