@@ -90,7 +90,7 @@ def test_help_shows_every_field_with_type_default_and_help():
         (["judge=verifier", "judge.verifier.answer_regex=Answer:.*"], "needs a capture group"),
         (["selection.length_tolerance=-1"], "length_tolerance must be >= 0"),
         (["train.replay_fraction=1.0"], "train.replay_fraction must be in [0, 1)"),
-        (["train.steps=0"], "set train.epochs > 0 or train.steps > 0"),
+        (["train.epochs=0", "train.steps=0"], "set train.epochs > 0 or train.steps > 0"),
         (["model=local"], "model.path must be set"),
     ],
 )
