@@ -25,24 +25,10 @@ from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
 from selfreward.tasks.recipe import SeedRecipe
-from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed, replay_examples
-from selfreward.train import sft
-from selfreward.train.fit import fit
-from selfreward.train.stage import with_adapter
+from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
+from selfreward.train.stage import train
 
 register()
-
-
-def lora_sft(model, tok, selected: list[Selection], replay: list[sft.Example], cfg, seed: int) -> tuple:
-    """`train.stage.train(..., "sft")` on a replay pool built beforehand: that function builds the loop's pool of
-    2048 replay rows inside every call, which would add its build time to the profiled stage."""
-    t = cfg.train
-    torch.manual_seed(seed)  # before the adapter's init, as `train` does
-    peft_model = with_adapter(model, t.lora)
-    draw, _ = sft.prepare(tok, selected, [], replay, t, seed, cfg.sampling.system_prompt, cfg.sampling.few_shot)
-    stats = fit(peft_model, draw, sft.collate, sft.loss, t.steps, t.lr, tok.pad_token_id, max_grad_norm=t.max_grad_norm,
-                max_bad_steps=t.max_bad_steps, micro_batch=t.micro_batch, progress=False)
-    return peft_model, stats
 
 
 def main() -> None:
@@ -65,7 +51,6 @@ def main() -> None:
     backend = HFBackend(model, tok, progress=False)
     prompts = [Prompt.from_row(r) for r in pool(EquationTask(), args.prompts, seed=5, evaluation=False)]
     eval_prompts = [Prompt.from_row(r) for r in pool(EquationTask(), 50, seed=7, evaluation=True)]
-    replay = replay_examples(tok, SeedRecipe(), n=512, seed=0)
     # the default run's config (as `python -m selfreward` composes it), less the KL and the embeddings in evaluation
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["eval.kl=false", "eval.embeddings=false", "train.steps=20"])
@@ -74,9 +59,10 @@ def main() -> None:
     stages = {
         "sample": lambda: state.update(cands=sample(backend, prompts, cfg.sampling, seed=1)),
         "judge": lambda: scorers.score(backend, state["cands"], cfg.judge, 1),
-        "train": lambda: lora_sft(copy.deepcopy(model), tok, [Selection(c.prompt, c.text, c.prompt_id, c.cand_idx,
-                                                                        math.nan, c.correct) for c in state["cands"]],
-                                  replay, cfg, seed=0),
+        # the loop's train stage: it builds the replay mix itself (train.replay_fraction of the seed's judge rows)
+        "train": lambda: train(copy.deepcopy(model), tok, [Selection(c.prompt, c.text, c.prompt_id, c.cand_idx,
+                                                                     math.nan, c.correct) for c in state["cands"]],
+                               [], cfg, 0, "sft", progress=False),
         "eval": lambda: evaluate(backend, eval_prompts, cfg),
     }
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

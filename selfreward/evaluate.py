@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from selfreward import scorers
 from selfreward.observe.embed import mean_pairwise_cosine
-from selfreward.observe.metrics import diversity_report, judge_report, mean
+from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, mean
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
 from selfreward.scorers.verifier import extract_answer, is_correct
 from selfreward.seeds import derive
 
 
-def evaluate(backend, prompts: list[Prompt], cfg, reference=None) -> tuple[list[EvalSample], dict]:
+def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
+             previous: list[EvalSample] | None = None) -> tuple[list[EvalSample], dict]:
     """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them.
 
-    With a `reference` backend (the seed), also KL(policy || seed) per token, estimated on the policy's samples.
+    With a `reference` backend (the seed), also KL(policy || seed) per token, estimated on the policy's samples. With
+    the `previous` iteration's judged held-out samples, also `judge/consistency`: how this judge ranks them against
+    how the previous judge did (CREAM: self-rewarding gains fade as the judge's bias accumulates).
     """
     s = cfg.sampling
     inputs = [chat(backend.tokenizer, p.prompt, s.system_prompt, s.few_shot) for p in prompts]
@@ -51,4 +54,8 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None) -> tuple[list[
         for r, j in zip(rows, judgments):
             r.score = j.score
         metrics.update(judge_report(rows, judgments, cfg.judge.accept))
+        if previous:
+            again = scorers.score(backend, previous, cfg.judge, derive(cfg.seed, 2), system=s.system_prompt,
+                                  desc="eval judge (previous samples)")
+            metrics["judge/consistency"] = kendall_tau([r.score for r in previous], [j.score for j in again])
     return rows, metrics

@@ -53,7 +53,7 @@ def run(cfg, run_dir: Path) -> list[dict]:
     row = {"iteration": 0, **data_stats, **ev, "time/eval_s": seconds}
     tracker.log(row, examples(rows, cfg.tracking.table_rows), check_alerts(row, cfg.alerts))
 
-    winners = []
+    winners, pair_pool = [], []
     for i in range(1, cfg.iterations + 1):
         it = IterDir(run_dir, i, digest)
         prompts = data.for_iteration(train_pool, i, cfg.data.prompts_per_iteration)
@@ -65,15 +65,16 @@ def run(cfg, run_dir: Path) -> list[dict]:
         selected, pairs, select_stats = select(candidates, judgments, cfg.selection, derive(cfg.seed, i))
         write_jsonl(it.path / "selected.jsonl", selected)
         write_jsonl(it.path / "pairs.jsonl", pairs)
-        winners = winners + selected if cfg.train.data == "accumulate" else selected
+        keep_all = cfg.train.data == "accumulate"
+        winners, pair_pool = (winners + selected, pair_pool + pairs) if keep_all else (selected, pairs)
 
         start = copy.deepcopy(seed_model) if cfg.train.start_from == "seed" else policy
         backend.pause()  # vLLM sleep mode: training gets the accelerator
-        trained, st_train = train_stage(it, start, tokenizer, winners, pairs, cfg, derive(cfg.seed, i), model_path)
+        trained, st_train = train_stage(it, start, tokenizer, winners, pair_pool, cfg, derive(cfg.seed, i), model_path)
         policy = trained.merge_and_unload() if cfg.train.merge else trained
         backend.update(policy, it.path / "adapter", i)
 
-        rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg, reference))
+        rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg, reference, rows))
         times = {"time/sample_s": st_sample["seconds"], "time/judge_s": st_judge["seconds"],
                  "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds")}
         row = {"iteration": i, **ev, **select_stats, **times, "time/iteration_s": sum(times.values()),

@@ -87,6 +87,9 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
         elif cfg.strategy == Strategy.random:
             rng = random.Random(f"{cfg.seed}/{seed}/{pid}")  # str seeds hash deterministically
             keep = rng.sample(scored, min(cfg.top_k, len(scored)))
+            if len(scored) > 1:  # the DPO control: a random chosen and a random rejected
+                chosen, rejected = rng.sample(scored, 2)
+                pairs.append(Pair(cands[0].prompt, chosen.c.text, rejected.c.text, pid, chosen.score, rejected.score))
         elif cfg.strategy == Strategy.majority:
             votes = Counter(s.c.final for s in scored if s.c.final is not None)
             if not votes:

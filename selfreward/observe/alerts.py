@@ -13,6 +13,7 @@ RULES = [
     ("hacking", "hacking/length_score_corr", "max", "length_score_corr"),
     ("hacking", "hacking/prefers_wrong_rate", "max", "prefers_wrong_rate"),
     ("contamination", "contamination/overlap", "max", "contamination"),
+    ("likelihood", "train/logps_chosen_change", "min", "chosen_logp_change"),
 ]
 
 

@@ -6,10 +6,11 @@ without it the metric is left out and said so once.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from functools import lru_cache
 
 import torch
+
+from selfreward.records import by_prompt
 
 
 @lru_cache(maxsize=1)
@@ -44,14 +45,13 @@ def embed(texts: list[str], batch_size: int = 256) -> torch.Tensor | None:
 
 def mean_pairwise_cosine(rows: list) -> float | None:
     """Mean cosine similarity between distinct candidates of the same prompt (1 = identical meaning)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[r.prompt_id].append(i)
+    index = {id(r): i for i, r in enumerate(rows)}
+    groups = [[index[id(r)] for r in group] for group in by_prompt(rows).values()]
     vecs = embed([r.text or " " for r in rows])
     if vecs is None:
         return None
     sims = []
-    for idx in groups.values():
+    for idx in groups:
         if len(idx) < 2:
             continue
         v = vecs[idx]

@@ -42,6 +42,28 @@ def auc_within(groups: list[str], scores: list[float], labels: list[bool]) -> fl
     return sum(values) / len(values) if values else math.nan
 
 
+def kendall_tau(xs: list[float], ys: list[float]) -> float:
+    """Kendall's tau-b between two scorings of the same items (ties allowed; NaN pairs left out): 1 = same order."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None and not (math.isnan(x) or math.isnan(y))]
+    concordant = discordant = ties_x = ties_y = 0
+    for i, (x1, y1) in enumerate(pairs):
+        for x2, y2 in pairs[i + 1 :]:
+            dx, dy = x1 - x2, y1 - y2
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    n = concordant + discordant
+    denominator = math.sqrt((n + ties_x) * (n + ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
 def agreement(scores: list[float], labels: list[bool], accept: float) -> float:
     """Fraction of judgments whose verdict (score >= accept) matches the verifier."""
     pairs = [(s >= accept) == y for s, y in zip(scores, labels) if not math.isnan(s)]
@@ -182,12 +204,10 @@ def hacking_report(candidates: list[Candidate], judgments: list[Judgment], pairs
     scores = {j.key: j.score for j in judgments}
     s = [scores.get(c.key, math.nan) for c in candidates]
     lengths = [float(len(c.text)) for c in candidates]
-    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for c, v in zip(candidates, s):
-        if c.correct is not None and not math.isnan(v):
-            by[c.prompt_id].append((v, bool(c.correct)))
     wrong_wins, total = 0.0, 0
-    for items in by.values():
+    for group in by_prompt(candidates).values():
+        items = [(v, bool(c.correct)) for c in group
+                 if c.correct is not None and not math.isnan(v := scores.get(c.key, math.nan))]
         for vr, yr in items:
             for vw, yw in items:
                 if yr and not yw:
@@ -230,6 +250,7 @@ def iteration_report(candidates: list[Candidate], judgments: list[Judgment], pai
         "judge/margin": margin(candidates, judgments),
         "train/loss": train_stats["loss_last"], "train/steps": train_stats["steps"],
         "train/skipped_steps": train_stats["skipped_steps"], "train/tokens": train_stats["tokens"],
+        **{k: v for k, v in train_stats.items() if k.startswith("train/")},  # the objective's own figures
         **hacking_report(candidates, judgments, pairs),
     }
 

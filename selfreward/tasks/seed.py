@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 def replay_for(cfg, tokenizer) -> list[Example]:
     """The built-in seed's own judge (evaluation) data, replayed during training so judging does not erode
     (`train.replay_fraction`; none for other models). Judge rows only: they teach generation no answers."""
-    if cfg.model.path != "builtin" or cfg.train.get("replay_fraction", 0) <= 0:
+    if cfg.model.path != "builtin" or getattr(cfg.train, "replay_fraction", 0) <= 0:
         return []
     return replay_examples(tokenizer, cfg.model.seed, n=2048, seed=cfg.seed)
 

@@ -63,7 +63,7 @@ def collate(batch: list[Example], pad_id: int, device) -> dict:
             "weight": float(weights[:, 1:].sum())}
 
 
-def loss(model, batch: dict, denominator: float | None = None) -> torch.Tensor:
+def loss(model, batch: dict, denominator: float | None = None, cfg=None) -> torch.Tensor:
     """Weighted token NLL summed over the batch, divided by `denominator` (default: this batch's total weight)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     targets = batch["input_ids"][:, 1:]
@@ -90,10 +90,16 @@ def rows_per_step(cfg, replay: list) -> int:
     return cfg.batch_size - (round(cfg.batch_size * cfg.replay_fraction) if replay else 0)
 
 
-def prepare(tokenizer, selected: list[Selection], pairs: list[Pair], replay: list[Example], cfg, seed: int,
+def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], replay: list[Example], cfg, seed: int,
             system: str | None = None, few_shot: str | None = None):
-    """(draw, rows): batches of the winners (formatted as the sampler formatted their prompts) mixed with replay."""
+    """(draw, examples): batches of the winners (formatted as the sampler formatted their prompts) mixed with
+    replay."""
     examples = [encode(tokenizer, s.prompt, s.completion, system=system, few_shot=few_shot) for s in selected]
     if not examples:
-        return None, 0
-    return mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed), len(examples)
+        return None, []
+    return mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed), examples
+
+
+def report(model, examples: list[Example], pad_id: int, cfg) -> dict:
+    """Nothing beyond the loss for SFT."""
+    return {}

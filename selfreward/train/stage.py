@@ -2,9 +2,10 @@
 objective. The objective is the module whose `Config` the chosen `train=` group extends (`train/sft.py`, ...):
 
     Config                                              its settings (extends schema.TrainConfig)
-    prepare(tokenizer, selected, pairs, replay, cfg, seed, system, few_shot) -> (draw, rows) or (None, 0)
+    prepare(model, tokenizer, selected, pairs, replay, cfg, seed, system, few_shot) -> (draw, examples) or (None, [])
     rows_per_step(cfg, replay)                          the iteration's own rows in one step (epochs count those)
-    collate(rows, pad_id, device), loss(model, batch, denominator)    what `fit` runs
+    collate(rows, pad_id, device), loss(model, batch, denominator, cfg)    what `fit` runs
+    report(model, examples, pad_id, cfg) -> {"train/...": value}       figures of the trained policy
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -73,15 +75,15 @@ def train(model, tokenizer, selected: list[Selection], pairs: list[Pair], cfg, s
     if t.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     replay = replay_for(cfg, tokenizer)
-    draw, rows = obj.prepare(tokenizer, selected, pairs, replay, t, seed, cfg.sampling.system_prompt,
-                             cfg.sampling.few_shot)
+    draw, examples = obj.prepare(peft_model, tokenizer, selected, pairs, replay, t, seed, cfg.sampling.system_prompt,
+                                 cfg.sampling.few_shot)
     if draw is None:
         return peft_model, dict(NOTHING)
-    steps = steps_for(t, rows, obj.rows_per_step(t, replay))
-    stats = fit(peft_model, draw, obj.collate, obj.loss, steps, t.lr, tokenizer.pad_token_id,
+    steps = steps_for(t, len(examples), obj.rows_per_step(t, replay))
+    stats = fit(peft_model, draw, obj.collate, partial(obj.loss, cfg=t), steps, t.lr, tokenizer.pad_token_id,
                 max_grad_norm=t.max_grad_norm, max_bad_steps=t.max_bad_steps, micro_batch=t.micro_batch,
-                accelerator=accelerator, progress=progress, desc="train")
-    return peft_model, stats
+                accelerator=accelerator, progress=progress, desc=f"train ({name})")
+    return peft_model, {**stats, **obj.report(peft_model, examples, tokenizer.pad_token_id, t)}
 
 
 def save_adapter(model, out: Path) -> None:

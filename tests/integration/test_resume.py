@@ -12,11 +12,12 @@ import pytest
 from tests.conftest import run_cli
 
 ARGS = ["+experiment=tiny", "iterations=2", "train.steps=40", "tracking.mode=disabled"]
+DPO = ARGS + ["train=dpo", "train.steps=60"]
 
 
-def start(run, cache):
+def start(run, cache, args=ARGS):
     env = dict(os.environ, SELFREWARD_CACHE=str(cache))
-    return subprocess.Popen([sys.executable, "-m", "selfreward", *ARGS, f"hydra.run.dir={run}"], cwd=run.parent,
+    return subprocess.Popen([sys.executable, "-m", "selfreward", *args, f"hydra.run.dir={run}"], cwd=run.parent,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -67,6 +68,20 @@ def test_killed_run_resumes_to_the_same_result(point, ready, tmp_path, cache_dir
     assert r.returncode == 0, r.stderr[-3000:]
     assert final_state(run) == reference
     assert not list(run.rglob(".*.tmp-*")) and not list(run.rglob("*.shards"))
+
+
+def test_run_killed_during_dpo_training_resumes_to_the_same_result(tmp_path_factory, cache_dir):
+    ref = tmp_path_factory.mktemp("dpo_ref") / "run"
+    r = run_cli(DPO, ref, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path_factory.mktemp("dpo") / "run"
+    proc = start(run, cache_dir, DPO)
+    kill_when(proc, lambda: (run / "iter_002" / "selected.jsonl").exists())
+    assert not (run / "iter_002" / "metrics.json").exists(), "killed too late"
+    r = run_cli(DPO, run, cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert final_state(run) == final_state(ref)
+    assert "train/rewards_margin" in final_state(run)["metrics"][-1]
 
 
 def test_changed_config_is_refused_unless_forced(tmp_path, cache_dir):

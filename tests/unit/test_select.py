@@ -66,6 +66,13 @@ def test_random_control_is_deterministic_and_ignores_scores():
     assert len(picks) > 1
 
 
+def test_random_control_pairs_two_different_candidates_for_dpo():
+    c = cands([str(i) for i in range(4)]) + cands(["only"], pid="q")
+    _, pairs, st = select(c, {}, cfg(strategy="random", seed=1))
+    assert len(pairs) == 1 == st["select/pairs"] and pairs[0].chosen != pairs[0].rejected  # q has one candidate
+    assert {pairs[0].chosen, pairs[0].rejected} <= {"0", "1", "2", "3"}
+
+
 def test_majority_picks_most_common_final_answer():
     c = cands(["x=3", "x=4", "x = 4", "x=5"], finals=["3", "4", "4", "5"])
     sel, _, _ = select(c, {}, cfg(strategy="majority"))

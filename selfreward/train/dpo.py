@@ -1,0 +1,160 @@
+"""LoRA-DPO on the iteration's pairs (`train=dpo`): the Self-Rewarding LMs objective (Yuan et al. 2024), best vs worst
+of K by the model's own judge.
+
+The reference is the policy at the start of the iteration: its log-probs are computed once per pair, before the first
+step, with the same weights (no second copy in memory). Losses as TRL's `DPOTrainer` computes them (`sigmoid`, `ipo`
+with length-normalised log-ratios, `hinge`); `nll_weight` adds the NLL of the chosen response, as Iterative RPO
+(Pang et al. 2024) and TRL's `loss_type=["sigmoid", "sft"]` do.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from selfreward.records import Pair, Selection
+from selfreward.schema import TrainConfig, choices, opt, require
+from selfreward.train.sft import Example, encode
+
+Loss = choices("Loss", "sigmoid", "ipo", "hinge", module=__name__)
+
+
+@dataclass
+class Config(TrainConfig):
+    lr: float = opt(2e-4, "learning rate")
+    beta: float = opt(0.1, "strength of the pull to the reference (the paper's 0.1)")
+    loss: Loss = opt(Loss.sigmoid, "sigmoid (DPO), ipo, or hinge (SLiC)")
+    nll_weight: float = opt(0.0, "weight of the chosen response's NLL added to the loss (Iterative RPO; 0 = plain DPO)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.beta > 0, "train.beta must be > 0")
+        require(self.nll_weight >= 0, "train.nll_weight must be >= 0")
+
+
+@dataclass
+class PairExample:
+    """One tokenised preference pair and the reference policy's log-probs of its two completions."""
+
+    chosen: Example
+    rejected: Example
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
+
+    @property
+    def length(self) -> int:
+        return max(self.chosen.length, self.rejected.length)
+
+
+def collate(rows: list[PairExample], pad_id: int, device) -> dict:
+    """Chosen rows then rejected rows, right-padded, with the completion tokens marked (TRL's layout)."""
+    seqs = [r.chosen for r in rows] + [r.rejected for r in rows]
+    width = max(e.length for e in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    completion = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, e in enumerate(seqs):
+        ids[i, : e.length] = torch.tensor(e.ids)
+        mask[i, : e.length] = 1
+        completion[i, e.n_prompt : e.length] = 1
+    ref = torch.tensor([[r.ref_chosen, r.ref_rejected] for r in rows], dtype=torch.float32)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "completion_mask": completion.to(device),
+            "ref_chosen": ref[:, 0].to(device), "ref_rejected": ref[:, 1].to(device), "weight": float(len(rows))}
+
+
+def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-prob of each row's completion tokens, their count)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    token_logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    mask = batch["completion_mask"][:, 1:].float()
+    return (token_logps * mask).sum(1), mask.sum(1)
+
+
+def pair_losses(logps, counts, batch: dict, cfg) -> tuple[torch.Tensor, dict]:
+    """Per-pair losses and the reward figures (TRL's names) from the policy's and the reference's log-probs."""
+    chosen, rejected = logps.chunk(2)
+    n_chosen, n_rejected = counts.chunk(2)
+    chosen_ratio, rejected_ratio = chosen - batch["ref_chosen"], rejected - batch["ref_rejected"]
+    delta = chosen_ratio - rejected_ratio
+    if cfg.loss == Loss.ipo:  # length-normalised log-ratios, as TRL (and the IPO authors) compute them
+        avg = chosen_ratio / n_chosen.clamp(min=1.0) - rejected_ratio / n_rejected.clamp(min=1.0)
+        losses = (avg - 1 / (2 * cfg.beta)) ** 2
+    elif cfg.loss == Loss.hinge:
+        losses = torch.relu(1 - cfg.beta * delta)
+    else:
+        losses = -F.logsigmoid(cfg.beta * delta)
+    if cfg.nll_weight:  # the chosen tokens' mean NLL over the batch, counted once per pair
+        losses = losses + cfg.nll_weight * (-chosen.sum() / n_chosen.sum().clamp(min=1.0))
+    figures = {"rewards_chosen": cfg.beta * chosen_ratio.detach(),
+               "rewards_rejected": cfg.beta * rejected_ratio.detach(),
+               "logps_chosen": chosen.detach(), "logps_rejected": rejected.detach()}
+    return losses, figures
+
+
+def loss(model, batch: dict, denominator: float | None = None, cfg=None) -> torch.Tensor:
+    """The micro-batch's summed pair losses divided by the whole step's number of pairs (`denominator`)."""
+    logps, counts = sequence_logps(model, batch)
+    losses, _ = pair_losses(logps, counts, batch, cfg)
+    return losses.sum() / (denominator or batch["weight"])
+
+
+@torch.no_grad()
+def _logps(model, examples: list[PairExample], pad_id: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's (chosen, rejected) completion log-probs for every pair, in eval mode, `rows` pairs at a time."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(examples), rows):
+        logps, _ = sequence_logps(model, collate(examples[start : start + rows], pad_id, device))
+        c, r = logps.float().cpu().chunk(2)
+        chosen.append(c)
+        rejected.append(r)
+    model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], replay: list, cfg, seed: int,
+            system: str | None = None, few_shot: str | None = None):
+    """(draw, examples): the iteration's pairs, formatted as the sampler formatted their prompts, with the reference
+    log-probs computed now, once (the model as it starts the iteration)."""
+    examples = [PairExample(encode(tokenizer, p.prompt, p.chosen, system=system, few_shot=few_shot),
+                            encode(tokenizer, p.prompt, p.rejected, system=system, few_shot=few_shot)) for p in pairs]
+    if not examples:
+        return None, []
+    ref_chosen, ref_rejected = _logps(model, examples, tokenizer.pad_token_id, cfg.micro_batch or cfg.batch_size)
+    for e, c, r in zip(examples, ref_chosen.tolist(), ref_rejected.tolist()):
+        e.ref_chosen, e.ref_rejected = c, r
+    rng = random.Random(seed)
+
+    def draw(step: int) -> list[PairExample]:
+        return [rng.choice(examples) for _ in range(cfg.batch_size)]
+
+    return draw, examples
+
+
+def rows_per_step(cfg, replay: list) -> int:
+    return cfg.batch_size
+
+
+def report(model, examples: list[PairExample], pad_id: int, cfg) -> dict:
+    """The trained policy on the iteration's pairs: TRL's reward figures, and how far the chosen responses' log-prob
+    moved over the iteration (DPO can lower it too: `alerts.chosen_logp_change`)."""
+    if not examples:
+        return {}
+    chosen, rejected = _logps(model, examples, pad_id, cfg.micro_batch or cfg.batch_size)
+    batch = {"ref_chosen": torch.tensor([e.ref_chosen for e in examples]),
+             "ref_rejected": torch.tensor([e.ref_rejected for e in examples])}
+    counts = torch.tensor([float(e.chosen.length - e.chosen.n_prompt) for e in examples]
+                          + [float(e.rejected.length - e.rejected.n_prompt) for e in examples])
+    _, f = pair_losses(torch.cat([chosen, rejected]), counts, batch, cfg)
+    margin = f["rewards_chosen"] - f["rewards_rejected"]
+    return {"train/rewards_chosen": float(f["rewards_chosen"].mean()),
+            "train/rewards_rejected": float(f["rewards_rejected"].mean()),
+            "train/rewards_margin": float(margin.mean()), "train/rewards_accuracy": float((margin > 0).float().mean()),
+            "train/logps_chosen": float(chosen.mean()), "train/logps_rejected": float(rejected.mean()),
+            "train/logps_chosen_change": float(f["rewards_chosen"].mean() / cfg.beta)}
