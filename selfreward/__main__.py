@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from selfreward import verify
 from selfreward.config import check, describe, register
 from selfreward.data import DataError
 from selfreward.loop import run
@@ -47,6 +48,8 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["verify"]:  # `selfreward verify FILE`: audit the verifier (selfreward/verify.py)
+        sys.exit(verify.main(sys.argv[2:]))
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         print(describe())  # Hydra's own --help does not show the schema's field help
         print("\nHydra's options: --hydra-help; the composed config: --cfg job")

@@ -50,6 +50,8 @@ class DataConfig:
     train_prompts: str | None = opt(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point), "
                                           "or hf:NAME:SPLIT[:FIELD]")
     eval_prompts: str | None = opt(None, "JSONL of held-out evaluation prompts, or hf:NAME:SPLIT[:FIELD]")
+    prompt_field: str = opt("prompt", "the prompt's column in prompt files and datasets (GSM8K: question)")
+    answer_field: str = opt("answer", "the reference answer's column (a GSM8K solution is reduced to its '#### N')")
     n_train: int = opt(4096, "size of the built-in training pool")
     n_eval: int = opt(200, "size of the built-in held-out evaluation set")
     prompts_per_iteration: int = opt(512, "fresh slice of the training pool per iteration (0 = all)")

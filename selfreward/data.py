@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from datasets import load_dataset, load_from_disk
+
 from selfreward import scorers
 from selfreward.observe.metrics import overlapping
 from selfreward.prompting import chat
 from selfreward.records import Prompt
 from selfreward.rundir.artifacts import write_jsonl
 from selfreward.schema import ConfigError
+from selfreward.tasks import humaneval
 from selfreward.tasks.equation import EquationTask, pool
 
 
@@ -19,26 +22,33 @@ class DataError(ValueError):
 
 
 def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
-    """(training pool, held-out evaluation set) of the built-in task; disjoint by construction."""
+    """(training pool, held-out evaluation set) of a built-in task; disjoint by construction."""
+    if cfg.task == "humaneval":
+        return humaneval.load()
     if cfg.task != "equation":
-        raise DataError(f"data.task={cfg.task!r}: the built-in task is 'equation' (or give data.train_prompts)")
+        raise DataError(f"data.task={cfg.task!r}: the built-in tasks are 'equation' and 'humaneval' (or give "
+                        "data.train_prompts and data.eval_prompts)")
     task = EquationTask()
     train = pool(task, cfg.n_train, cfg.seed, evaluation=False)
     evals = pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
     return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
 
 
-def read_dataset(spec: str, fits=None) -> tuple[list[Prompt], list[dict]]:
-    """Prompts from a Hugging Face dataset: `hf:NAME:SPLIT[:FIELD]` (FIELD defaults to `prompt`; a list of chat
-    messages uses its first user turn). Rows are validated like JSONL lines; the row index stands for the line."""
+def read_dataset(spec: str, fits=None, prompt_field: str = "prompt",
+                 answer_field: str = "answer") -> tuple[list[Prompt], list[dict]]:
+    """Prompts from a Hugging Face dataset: `hf:NAME[@CONFIG]:SPLIT[:FIELD]` (`hf:openai/gsm8k@main:train`; NAME may
+    be a directory written by `save_to_disk`; FIELD overrides `data.prompt_field`; a list of chat messages uses its
+    first user turn). Rows are validated like JSONL lines; the row index stands for the line."""
     parts = spec[3:].split(":")
     if len(parts) not in (2, 3):
-        raise DataError(f"dataset spec {spec!r}: expected hf:NAME:SPLIT or hf:NAME:SPLIT:FIELD")
-    name, split, field = parts[0], parts[1], parts[2] if len(parts) == 3 else "prompt"
+        raise DataError(f"dataset spec {spec!r}: expected hf:NAME[@CONFIG]:SPLIT or hf:NAME[@CONFIG]:SPLIT:FIELD")
+    (name, _, config), split = parts[0].partition("@"), parts[1]
+    field = parts[2] if len(parts) == 3 else prompt_field
     try:
-        from datasets import load_dataset
-
-        ds = load_dataset(name, split=split)
+        if (Path(name) / "dataset_dict.json").is_file():  # a DatasetDict saved with save_to_disk
+            ds = load_from_disk(name)[split]
+        else:
+            ds = load_dataset(name, config or None, split=split)
     except Exception as e:  # offline, unknown name or split: say which and why
         raise DataError(f"dataset {name!r} split {split!r} could not be loaded: {type(e).__name__}: {e}") from e
     good, bad, seen = [], [], set()
@@ -50,7 +60,7 @@ def read_dataset(spec: str, fits=None) -> tuple[list[Prompt], list[dict]]:
         if not isinstance(prompt, str) or not prompt.strip():
             out, why = None, f"no text in field {field!r}"
         else:
-            out, why = _accept(row, prompt, rid, seen, fits)
+            out, why = _accept(row, prompt, rid, seen, fits, answer_field)
         if why:
             bad.append({"file": f"{name}:{split}", "line": n, "reason": why, "text": str(prompt)[:200]})
         else:
@@ -58,7 +68,8 @@ def read_dataset(spec: str, fits=None) -> tuple[list[Prompt], list[dict]]:
     return good, bad
 
 
-def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[Prompt | None, str | None]:
+def _accept(row: dict, prompt: str, rid: str, seen: set, fits,
+            answer_field: str = "answer") -> tuple[Prompt | None, str | None]:
     """The rules every prompt source shares: a unique id, a prompt that fits the context; the kept row carries
     `answer` and, for code tasks, `tests` and `entry_point`. Returns (row, None) or (None, reason)."""
     if rid in seen:
@@ -67,21 +78,22 @@ def _accept(row: dict, prompt: str, rid: str, seen: set, fits) -> tuple[Prompt |
         return None, why
     seen.add(rid)
     out = {"id": rid, "prompt": prompt}
-    if row.get("answer") is not None:
-        out["answer"] = str(row["answer"])
+    if row.get(answer_field) is not None:
+        out["answer"] = str(row[answer_field])
     for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
         if row.get(key) is not None:
             out[key] = str(row[key])
     return Prompt.from_row(out), None
 
 
-def read_prompts(path: str, fits=None) -> tuple[list[Prompt], list[dict]]:
+def read_prompts(path: str, fits=None, prompt_field: str = "prompt",
+                 answer_field: str = "answer") -> tuple[list[Prompt], list[dict]]:
     """Good rows and rejected rows (with line number and reason) of a JSONL prompt file.
 
     `fits(prompt) -> str | None` returns a reason when a prompt does not fit the model's context.
     """
     if path.startswith("hf:"):
-        return read_dataset(path, fits)
+        return read_dataset(path, fits, prompt_field, answer_field)
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"prompt file not found: {p}")
@@ -106,13 +118,13 @@ def read_prompts(path: str, fits=None) -> tuple[list[Prompt], list[dict]]:
             truncated = n == len(lines) and not raw.endswith(b"\n")
             reject(n, line, ("truncated last line: " if truncated else "malformed JSON: ") + e.msg)
             continue
-        if not isinstance(row, dict) or "prompt" not in row:
-            reject(n, line, "no 'prompt' field")
+        if not isinstance(row, dict) or prompt_field not in row:
+            reject(n, line, f"no {prompt_field!r} field")
             continue
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        if not isinstance(row[prompt_field], str) or not row[prompt_field].strip():
             reject(n, line, "empty prompt")
             continue
-        out, why = _accept(row, row["prompt"], str(row.get("id", f"{p.stem}-{n}")), seen, fits)
+        out, why = _accept(row, row[prompt_field], str(row.get("id", f"{p.stem}-{n}")), seen, fits, answer_field)
         if why:
             reject(n, line, why)
             continue
@@ -125,16 +137,22 @@ def read_prompts(path: str, fits=None) -> tuple[list[Prompt], list[dict]]:
 def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dict]:
     """Training pool and evaluation prompts; rejected rows go to RUN/rejected.jsonl."""
     train, evals = builtin(cfg) if cfg.task else ([], [])
-    if fits is not None and train:
+    rejected: list[dict] = []
+    if fits is not None and cfg.task == "equation":  # short prompts of one shape: the longest decides
         longest = max(train + evals, key=lambda r: len(r.prompt)).prompt
         if why := fits(longest):
             raise ConfigError(f"built-in prompt {longest!r}: {why}")
-    rejected: list[dict] = []
+    elif fits is not None and cfg.task:  # quarantined like a file's rows, the task name standing for the file
+        train, evals = _fitting(train, fits, f"task:{cfg.task}", rejected), _fitting(evals, fits, f"task:{cfg.task}",
+                                                                                     rejected)
+        if not train or not evals:
+            raise DataError(f"data.task={cfg.task}: no {'training' if not train else 'held-out'} prompt fits the "
+                            f"model's context (first: {rejected[0]['reason']}); use a model with a longer context")
     for name in ("train_prompts", "eval_prompts"):
         path = getattr(cfg, name)
         if not path:
             continue
-        rows, bad = read_prompts(path, fits)
+        rows, bad = read_prompts(path, fits, cfg.prompt_field, cfg.answer_field)
         total = len(rows) + len(bad)
         if total and len(bad) / total > cfg.max_reject_fraction:
             first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
@@ -152,6 +170,17 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dic
     evals, stats = decontaminate(train, evals, cfg, run_dir)
     return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
                           "data/rejected": len(rejected), **stats}
+
+
+def _fitting(prompts: list[Prompt], fits, source: str, rejected: list[dict]) -> list[Prompt]:
+    """The prompts that fit the context; the others appended to `rejected` with the reason."""
+    kept = []
+    for n, p in enumerate(prompts):
+        if why := fits(p.prompt):
+            rejected.append({"file": source, "line": n, "reason": why, "text": p.prompt[:200]})
+        else:
+            kept.append(p)
+    return kept
 
 
 def decontaminate(train: list[Prompt], evals: list[Prompt], cfg, run_dir: Path) -> tuple[list[Prompt], dict]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from selfreward import scorers
 from selfreward.observe.embed import mean_pairwise_cosine
 from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, mean
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
-from selfreward.scorers.verifier import extract_answer, is_correct
+from selfreward.scorers.verifier import extract_answer, label
 from selfreward.seeds import derive
 
 
@@ -27,11 +29,13 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
                                derive(cfg.seed, 1), batch_size=s.batch_size, desc="eval sample")
     rows = []
     for p, comps, g in zip(prompts, sampled, greedy):
-        g_text = cut(g[0].text, s.stop)
-        for j, c in enumerate(comps):
-            t = cut(c.text, s.stop)
-            rows.append(EvalSample(p.id, p.prompt, j, t, p.answer, extract_answer(t), is_correct(t, p.answer), g_text,
-                                   is_correct(g_text, p.answer), p.tests, p.entry_point))
+        for j, t in enumerate(cut(c.text, s.stop) for c in comps):
+            rows.append(EvalSample(p.id, p.prompt, j, t, p.answer, extract_answer(t), None, cut(g[0].text, s.stop),
+                                   None, p.tests, p.entry_point, prefix=p.prefix))
+    greedy_rows = [replace(r, text=r.greedy) for r in rows if r.cand_idx == 0]
+    greedy_ok = {r.prompt_id: ok for r, ok in zip(greedy_rows, label(greedy_rows))}
+    for r, ok in zip(rows, label(rows)):
+        r.correct, r.greedy_correct = ok, greedy_ok[r.prompt_id]
     metrics = {
         "eval/accuracy": mean(float(r.correct) for r in rows if r.correct is not None),
         "eval/greedy_accuracy": mean(float(r.greedy_correct) for r in rows

@@ -30,14 +30,16 @@ class Record:
 
 @dataclass
 class Prompt(Record):
-    """A training or held-out prompt; `answer` / `tests` + `entry_point` let the verifier check its responses."""
+    """A training or held-out prompt; `answer` / `tests` + `entry_point` let the verifier check its responses;
+    `prefix` is code a response continues (HumanEval: the verifier runs prefix + response)."""
 
     id: str
     prompt: str
     answer: str | None = None
     tests: str | None = None
     entry_point: str | None = None
-    OPTIONAL = ("answer", "tests", "entry_point")
+    prefix: str | None = None
+    OPTIONAL = ("answer", "tests", "entry_point", "prefix")
 
 
 @dataclass
@@ -68,7 +70,8 @@ class Candidate(Record):
     correct: bool | None
     tests: str | None = None
     entry_point: str | None = None
-    OPTIONAL = ("tests", "entry_point")
+    prefix: str | None = None
+    OPTIONAL = ("tests", "entry_point", "prefix")
 
     @property
     def key(self) -> tuple[str, int]:
@@ -92,7 +95,8 @@ class EvalSample(Record):
     tests: str | None = None
     entry_point: str | None = None
     score: float | None = None
-    OPTIONAL = ("tests", "entry_point", "score")
+    prefix: str | None = None
+    OPTIONAL = ("tests", "entry_point", "score", "prefix")
 
     @property
     def key(self) -> tuple[str, int]:

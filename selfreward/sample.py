@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from selfreward.prompting import chat, cut
 from selfreward.records import Candidate, Prompt
-from selfreward.scorers.verifier import extract_answer, is_correct
+from selfreward.scorers.verifier import extract_answer, label
 
 
 def sample(backend, prompts: list[Prompt], cfg, seed: int) -> list[Candidate]:
     """K candidates per prompt (`cfg` is the `sampling` group). `correct` is the verifier's verdict where the prompt
-    has an answer: recorded for measurement only; no selection strategy reads it."""
+    has an answer or tests: recorded for measurement only; no selection strategy reads it."""
     inputs = [chat(backend.tokenizer, p.prompt, cfg.system_prompt, cfg.few_shot) for p in prompts]
     outs = backend.generate(inputs, cfg.k, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed,
                             batch_size=cfg.batch_size, desc="sample")
@@ -23,7 +23,10 @@ def sample(backend, prompts: list[Prompt], cfg, seed: int) -> list[Candidate]:
                                batch_size=cfg.batch_size)
         for n, st in zip(shortened, redo):
             stats[n] = st
-    return [Candidate(prompt_id=p.id, prompt=p.prompt, cand_idx=j, text=t, seed=c.seed, answer=p.answer,
-                      final=extract_answer(t), logprob=lp, entropy=ent, correct=is_correct(t, p.answer),
-                      tests=p.tests, entry_point=p.entry_point)
+    rows = [Candidate(prompt_id=p.id, prompt=p.prompt, cand_idx=j, text=t, seed=c.seed, answer=p.answer,
+                      final=extract_answer(t), logprob=lp, entropy=ent, correct=None, tests=p.tests,
+                      entry_point=p.entry_point, prefix=p.prefix)
             for (p, _, j, c), t, (lp, ent) in zip(flat, texts, stats)]
+    for row, ok in zip(rows, label(rows)):
+        row.correct = ok
+    return rows

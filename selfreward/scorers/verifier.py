@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 from selfreward.records import Candidate, Judgment
 from selfreward.schema import ConfigError, JudgeConfig, choices, opt, require
@@ -22,8 +24,8 @@ Mode = choices("Mode", "auto", "answer", "code", module=__name__)
 class VerifierSettings:
     mode: Mode = opt(Mode.auto, "auto: rows with `tests` run code, rows with `answer` match it; answer or code: only "
                                 "that")
-    answer_regex: str | None = opt(None, "regex whose group 1 is the final answer (None: \\boxed{} value, else the "
-                                         "last number)")
+    answer_regex: str | None = opt(None, "regex whose group 1 is the final answer, compared as text (None: "
+                                         "math-verify parses and compares the answer)")
     timeout: float = opt(5.0, "wall-clock seconds per code-test run (then it fails)")
     memory_mb: int = opt(1024, "address-space limit of a code-test run in MiB")
     workers: int = opt(2, "code-test runs in parallel")
@@ -64,11 +66,16 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     """(passed, raw) per candidate: True/False, or None without a reference; raw says why (answer match or test
     status)."""
     modes = [_mode(c, v.mode) for c in candidates]
-    jobs = {}  # identical (code, tests) run once: K samples often repeat
+    limits = (v.timeout, v.memory_mb)
+    jobs = {}  # identical (code, tests) run once: K samples often repeat, and labelling ran them already
     for c, mode in zip(candidates, modes):
-        if mode == "code":
-            jobs.setdefault(_job_key(c), {"code": extract_code(c.text), "tests": c.tests, "entry_point": c.entry_point})
-    results = dict(zip(jobs, run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc)))
+        if mode == "code" and (_job_key(c), limits) not in _RUNS:
+            jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point})
+    if len(_RUNS) > 100_000:
+        _RUNS.clear()
+    for key, result in zip(jobs, run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc)):
+        _RUNS[key, limits] = result
+    results = {key: result for (key, lim), result in _RUNS.items() if lim == limits}
     out = []
     for c, mode in zip(candidates, modes):
         if mode == "code":
@@ -83,6 +90,15 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     return out
 
 
+def label(rows: list) -> list[bool | None]:
+    """What `correct` records for each sampled row: answers by math-verify, code by its tests (default sandbox limits).
+    It measures the judge; no selection strategy reads it."""
+    return [ok for ok, _ in verdicts(rows, VerifierSettings(), desc="verify")]
+
+
+_RUNS: dict = {}  # ((code, tests, entry point), (timeout, memory)) -> sandbox result, within a run
+
+
 def _mode(c: Candidate, which: str) -> str | None:
     if which in ("auto", "code") and c.tests:
         return "code"
@@ -91,26 +107,43 @@ def _mode(c: Candidate, which: str) -> str | None:
     return None
 
 
+def program(c: Candidate) -> str:
+    """The code a candidate stands for: the prompt's code prefix + the response (a continuation, as HumanEval
+    assembles it), else the response's first fenced block or the whole response."""
+    return c.prefix + c.text if c.prefix else extract_code(c.text)
+
+
 def _job_key(c: Candidate) -> tuple:
-    return extract_code(c.text), c.tests, c.entry_point
+    return program(c), c.tests, c.entry_point
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+MAX_ANSWER_CHARS = 2000  # longer texts are cut to their end before math-verify parses them
 
 
 def extract_answer(text: str, pattern: str | None = None) -> str | None:
-    """The final answer of a response: a `\\boxed{}` value, else the last number.
-
-    With `pattern` (a regex with one capture group), the group of its last match instead.
-    """
+    """The final answer of a response, as recorded in `final` (majority voting reads it): the last `\\boxed{}`
+    value (nested braces allowed), else the last number; with `pattern` (a regex with one capture group), the group
+    of its last match instead."""
     if pattern:
         found = [m.group(1) for m in re.finditer(pattern, text)]
         return normalise(found[-1]) if found and found[-1] is not None else None
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return normalise(boxed[-1])
-    numbers = _NUMBER.findall(text)
+    if (boxed := last_boxed(text)) is not None:
+        return normalise(boxed)
+    numbers = _NUMBER.findall(text.replace(",", ""))
     return normalise(numbers[-1]) if numbers else None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}`, braces balanced (`\\boxed{\\frac{1}{2}}` -> `\\frac{1}{2}`)."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j]
+    return None
 
 
 def normalise(answer: str) -> str:
@@ -123,9 +156,37 @@ def normalise(answer: str) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
+def reference(answer: str) -> str:
+    """The reference to compare with: a GSM8K worked solution is reduced to what follows its last `####`."""
+    return answer.rsplit("####", 1)[1].strip().replace(",", "") if "####" in answer else answer.strip()
+
+
 def is_correct(response: str, answer: str | None, pattern: str | None = None) -> bool | None:
-    """True/False when the row has a reference answer, None otherwise (`pattern`: see extract_answer)."""
+    """True/False when the row has a reference answer, None otherwise.
+
+    By default math-verify decides (LaTeX and plain answers parsed into sympy: `$1,250` = 1250, `\\frac{1}{2}` = 0.5,
+    `\\sqrt{8}` = `2\\sqrt{2}`, intervals, tuples); with `pattern` (`judge.verifier.answer_regex`), the regex's last
+    match compared as normalised text, for tasks with their own answer format.
+    """
     if answer is None:
         return None
-    got = extract_answer(response, pattern)
-    return got is not None and got == normalise(str(answer))
+    if pattern:
+        got = extract_answer(response, pattern)
+        return got is not None and got == normalise(reference(str(answer)))
+    return _math_verify(response[-MAX_ANSWER_CHARS:], reference(str(answer)))
+
+
+@lru_cache(maxsize=65536)  # K samples often repeat one another, and references repeat across a run
+def _math_verify(response: str, gold: str) -> bool:
+    """math-verify's verdict. Its timeouts use SIGALRM, which works only in the main thread: elsewhere they are off
+    and the inputs' length bound above keeps parsing short; a parse that times out scores wrong."""
+    from math_verify import parse, verify  # imports sympy (seconds): only when an answer is checked
+
+    limit = 5 if threading.current_thread() is threading.main_thread() else None
+    try:  # a bare reference (`\\sqrt{8}`, `(1,2)`, `[0,1)`) parses as LaTeX only inside math delimiters
+        target = ("$" not in gold and parse(f"${gold}$", parsing_timeout=limit)) or parse(gold, parsing_timeout=limit)
+        if target and verify(target, parse(response, parsing_timeout=limit), timeout_seconds=limit):
+            return True
+    except Exception:  # math-verify logs and returns False on its own errors; anything else also scores wrong
+        pass
+    return normalise(response) == normalise(gold)  # answers that are not mathematics ("yes", a name)

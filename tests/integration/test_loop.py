@@ -114,3 +114,13 @@ def test_code_prompts_are_scored_in_the_sandbox(tmp_path, cache_dir):
     assert read_jsonl(run / "iter_001" / "selected.jsonl")
     cands = read_jsonl(run / "iter_001" / "candidates.jsonl")
     assert all("tests" in c for c in cands)
+
+
+def test_humaneval_through_the_loop_with_the_verifier(tmp_path, cache_dir):
+    """data=humaneval on the tiny model: the path, not the score (a character model writes no Python)."""
+    rows = run_loop(["+experiment=tiny", "data=humaneval", "judge=verifier", "iterations=1"], tmp_path / "he")
+    assert rows[-1]["eval/accuracy"] == 0.0 and rows[-1]["judge/parse_fail_rate"] == 0.0  # measured, not missing
+    judg = read_jsonl(tmp_path / "he" / "iter_001" / "judgments.jsonl")
+    assert judg and all(j["score"] in (1.0, 5.0) for j in judg)
+    cands = read_jsonl(tmp_path / "he" / "iter_001" / "candidates.jsonl")
+    assert all(c["prefix"] == c["prompt"] and c["correct"] is False for c in cands)
