@@ -141,7 +141,7 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
     device = next(model.parameters()).device
     backend = HFBackend(model, tok, progress=False)
     # one config for every stage: sampling.k for sampling, the default judge, the stage's SFT without replay
-    cfg = eval_config(k, f"train.steps={train_steps}", "train.replay_fraction=0.0")
+    cfg = eval_config(k, "train.epochs=0", f"train.steps={train_steps}", "train.replay_fraction=0.0")
     peaks = {}
 
     def stage(name, fn):
@@ -207,7 +207,8 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
                    for p, t in pairs)
 
     # one example per step: the same number of examples as our `train_steps` batches
-    train_cfg = config(f"train.steps={train_steps * batch}", "train.batch_size=1", "train.replay_fraction=0.0")
+    train_cfg = config("train.epochs=0", f"train.steps={train_steps * batch}", "train.batch_size=1",
+                       "train.replay_fraction=0.0")
     torch.set_grad_enabled(False)
     cands, ts = timed(device, lambda: [(p.prompt, generate(p.prompt, True, 8)) for p in prompts for _ in range(k)])
     parsed, tj = timed(device, lambda: free_text_judge(cands))

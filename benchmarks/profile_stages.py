@@ -53,7 +53,8 @@ def main() -> None:
     eval_prompts = [Prompt.from_row(r) for r in pool(EquationTask(), 50, seed=7, evaluation=True)]
     # the default run's config (as `python -m selfreward` composes it), less the KL and the embeddings in evaluation
     with initialize_config_module("selfreward.conf", version_base=None):
-        cfg = compose("config", overrides=["eval.kl=false", "eval.embeddings=false", "train.steps=20"])
+        cfg = compose("config", overrides=["eval.kl=false", "eval.embeddings=false", "train.epochs=0",
+                                           "train.steps=20"])
     check(cfg)
     state = {}
     stages = {

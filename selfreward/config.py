@@ -29,6 +29,8 @@ Dtype = choices("Dtype", "auto", "float32", "bfloat16", module=__name__)
 Backend = choices("Backend", "hf", "vllm", module=__name__)
 OnContamination = choices("OnContamination", "drop", "stop", "report", module=__name__)
 TrackingMode = choices("TrackingMode", "offline", "online", "disabled", module=__name__)
+Task = choices("Task", "equation", "humaneval", module=__name__)
+StructuredBackend = choices("StructuredBackend", "outlines", "xgrammar", "guidance", "auto", module=__name__)
 
 
 @dataclass
@@ -46,10 +48,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str | None = opt("equation", "the built-in task, or null to read data.train_prompts and data.eval_prompts")
-    train_prompts: str | None = opt(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point), "
-                                          "or hf:NAME:SPLIT[:FIELD]")
-    eval_prompts: str | None = opt(None, "JSONL of held-out evaluation prompts, or hf:NAME:SPLIT[:FIELD]")
+    task: Task | None = opt(Task.equation, "a built-in task (data=humaneval: HumanEval), or null to read "
+                                           "data.train_prompts and data.eval_prompts")
+    train_prompts: str | None = opt(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point/"
+                                          "prefix), or hf:NAME[@CONFIG]:SPLIT[:FIELD]")
+    eval_prompts: str | None = opt(None, "JSONL of held-out evaluation prompts, or hf:NAME[@CONFIG]:SPLIT[:FIELD]")
     prompt_field: str = opt("prompt", "the prompt's column in prompt files and datasets (GSM8K: question)")
     answer_field: str = opt("answer", "the reference answer's column (a GSM8K solution is reduced to its '#### N')")
     n_train: int = opt(4096, "size of the built-in training pool")
@@ -134,8 +137,8 @@ class VLLMConfig:
     enable_sleep_mode: bool = opt(False, "sleep the engine while training shares its GPU (GPU only)")
     enforce_eager: bool = opt(False, "skip CUDA graphs (faster start, slower decode)")
     logprobs: int = opt(20, "top log-probs per position: expected judge score and entropy estimates")
-    structured_backend: str = opt("outlines", "vLLM structured-output backend for the judge's regex: outlines | "
-                                              "xgrammar | guidance | auto")
+    structured_backend: StructuredBackend = opt(StructuredBackend.outlines,
+                                                "vLLM structured-output backend for the judge's regex")
     engine_kwargs: dict[str, Any] = opt({}, "any further vllm.LLM(...) arguments")
 
 
@@ -150,9 +153,10 @@ class Config:
     model: ModelConfig = opt(ModelConfig(), "the policy")
     data: DataConfig = opt(DataConfig(), "training and held-out prompts")
     sampling: SamplingConfig = opt(SamplingConfig(), "K candidates per prompt")
-    judge: Any = opt(MISSING, "the scorer: judge=self | rubric5 | pairwise | verifier | reward_model | combined")
+    judge: Any = opt(MISSING, "the scorer: judge=self | rubric5 (the rubric scorer) | pairwise | verifier | "
+                              "reward_model | combined")
     selection: SelectionConfig = opt(SelectionConfig(), "which candidates are kept")
-    train: Any = opt(MISSING, "the training objective: train=sft")
+    train: Any = opt(MISSING, "the training objective: train=sft | dpo")
     eval: EvalConfig = opt(EvalConfig(), "held-out evaluation")
     vllm: VLLMConfig = opt(VLLMConfig(), "vLLM engine (backend=vllm)")
     tracking: TrackingConfig = opt(TrackingConfig(), "W&B")
@@ -181,6 +185,8 @@ def objectives() -> dict[str, type]:
     """The training objectives: each module of `selfreward/train/` that defines a `Config` (its schema)."""
     found = {}
     for info in pkgutil.iter_modules(selfreward.train.__path__):
+        if info.name in selfreward.train.MACHINERY:
+            continue
         module = importlib.import_module(f"selfreward.train.{info.name}")
         if isinstance(getattr(module, "Config", None), type):
             found[info.name] = module.Config
@@ -212,15 +218,15 @@ def _fields(cls, prefix: str) -> list[str]:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             out += _fields(type(default), f"{prefix}{f.name}.")
-        elif default is not MISSING:
+        else:
             out += _line(f, default, prefix)
     return out
 
 
 def _line(f: dataclasses.Field, default: Any, prefix: str) -> list[str]:
     kind = " | ".join(c.value for c in type(default)) if isinstance(default, Choice) else f.type
-    shown = default.value if isinstance(default, Choice) else default
-    return [f"  {prefix}{f.name}: {kind} = {shown!r}", f"      {f.metadata.get('help', '')}"]
+    shown = "??? (required)" if default is MISSING else repr(default.value if isinstance(default, Choice) else default)
+    return [f"  {prefix}{f.name}: {kind} = {shown}", f"      {f.metadata.get('help', '')}"]
 
 
 def describe() -> str:
@@ -230,12 +236,14 @@ def describe() -> str:
     groups = []
     for f in dataclasses.fields(Config):
         if f.default_factory is not dataclasses.MISSING:
-            groups += ["", f"{f.name}: {f.metadata['help']}", *_fields(f.default_factory, f"{f.name}.")]
+            groups += ["", f"{f.name}: {f.metadata['help']}", *_fields(f.default_factory(), f"{f.name}.")]
         elif f.default is not MISSING:
             lines += _line(f, f.default, "")
     lines += groups
-    for group, schemas in (("judge", {n: m.Config for n, m in scorers.SCORERS.items()}), ("train", objectives())):
+    variants = {"judge": ("scorer", {n: m.Config for n, m in scorers.SCORERS.items()}),
+                "train": ("objective", objectives())}
+    for group, (what, schemas) in variants.items():
+        lines += ["", f"{group}: {Config.__dataclass_fields__[group].metadata['help']}"]
         for name, schema in schemas.items():
-            lines += ["", f"{group}, {name} scorer/objective ({Config.__dataclass_fields__[group].metadata['help']}):"]
-            lines += _fields(schema, f"{group}.")
+            lines += [f" the {name} {what}:", *_fields(schema, f"{group}.")]
     return "\n".join(lines)

@@ -80,7 +80,7 @@ def _accept(row: dict, prompt: str, rid: str, seen: set, fits,
     out = {"id": rid, "prompt": prompt}
     if row.get(answer_field) is not None:
         out["answer"] = str(row[answer_field])
-    for key in ("tests", "entry_point"):  # code tasks: the verifier runs the tests
+    for key in ("tests", "entry_point", "prefix"):  # code tasks: the verifier runs (prefix +) response, then tests
         if row.get(key) is not None:
             out[key] = str(row[key])
     return Prompt.from_row(out), None

@@ -9,7 +9,7 @@ from selfreward.observe.embed import mean_pairwise_cosine
 from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, mean
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
-from selfreward.scorers.verifier import extract_answer, label
+from selfreward.scorers.verifier import extract_answer, label, settings_of
 from selfreward.seeds import derive
 
 
@@ -21,7 +21,7 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     the `previous` iteration's judged held-out samples, also `judge/consistency`: how this judge ranks them against
     how the previous judge did (CREAM: self-rewarding gains fade as the judge's bias accumulates).
     """
-    s = cfg.sampling
+    s, v = cfg.sampling, settings_of(cfg.judge)
     inputs = [chat(backend.tokenizer, p.prompt, s.system_prompt, s.few_shot) for p in prompts]
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, derive(cfg.seed, 0), batch_size=s.batch_size,
                               desc="eval greedy")
@@ -30,11 +30,11 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     rows = []
     for p, comps, g in zip(prompts, sampled, greedy):
         for j, t in enumerate(cut(c.text, s.stop) for c in comps):
-            rows.append(EvalSample(p.id, p.prompt, j, t, p.answer, extract_answer(t), None, cut(g[0].text, s.stop),
-                                   None, p.tests, p.entry_point, prefix=p.prefix))
+            rows.append(EvalSample(p.id, p.prompt, j, t, p.answer, extract_answer(t, v.answer_regex), None,
+                                   cut(g[0].text, s.stop), None, p.tests, p.entry_point, prefix=p.prefix))
     greedy_rows = [replace(r, text=r.greedy) for r in rows if r.cand_idx == 0]
-    greedy_ok = {r.prompt_id: ok for r, ok in zip(greedy_rows, label(greedy_rows))}
-    for r, ok in zip(rows, label(rows)):
+    greedy_ok = {r.prompt_id: ok for r, ok in zip(greedy_rows, label(greedy_rows, v))}
+    for r, ok in zip(rows, label(rows, v)):
         r.correct, r.greedy_correct = ok, greedy_ok[r.prompt_id]
     metrics = {
         "eval/accuracy": mean(float(r.correct) for r in rows if r.correct is not None),
@@ -46,10 +46,11 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     if reference is not None:
         flat_in = [x for x, comps in zip(inputs, sampled) for _ in comps]
         texts = [r.text for r in rows]
-        policy = [c.logprob for comps in sampled for c in comps] if not s.stop else \
-            [lp for lp, _ in backend.logprob(flat_in, texts, batch_size=s.batch_size, desc="eval logprob")]
+        # both teacher-forced, on the same tokens (the sampler's own figures stop at EOS and may come from another
+        # engine's precision)
+        policy = backend.logprob(flat_in, texts, batch_size=s.batch_size, desc="eval logprob")
         ref = reference.logprob(flat_in, texts, batch_size=s.batch_size, desc="eval seed logprob")
-        metrics["collapse/kl_to_seed"] = mean(a - b[0] for a, b in zip(policy, ref))
+        metrics["collapse/kl_to_seed"] = mean(a[0] - b[0] for a, b in zip(policy, ref))
     if cfg.eval.embeddings and (cos := mean_pairwise_cosine(rows)) is not None:
         metrics["diversity/embedding_cosine"] = cos
     if cfg.eval.judge:

@@ -25,6 +25,7 @@ from selfreward.records import Candidate, EvalSample, Judgment
 from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, write_jsonl
 from selfreward.rundir.runinfo import check_or_create
 from selfreward.sample import sample
+from selfreward.scorers.verifier import settings_of
 from selfreward.seeds import derive
 from selfreward.select import select
 from selfreward.train.stage import train_stage
@@ -93,7 +94,7 @@ def run(cfg, run_dir: Path) -> list[dict]:
 
 
 def sample_shard(backend, cfg, iteration: int, prompts: list, shard: int) -> list[Candidate]:
-    return sample(backend, prompts, cfg.sampling, derive(cfg.seed, 0, iteration, shard))
+    return sample(backend, prompts, cfg.sampling, derive(cfg.seed, 0, iteration, shard), settings_of(cfg.judge))
 
 
 def judge_shard(backend, cfg, iteration: int, candidates: list[Candidate], shard: int) -> list[Judgment]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from selfreward.prompting import chat, cut
 from selfreward.records import Candidate, Prompt
-from selfreward.scorers.verifier import extract_answer, label
+from selfreward.scorers.verifier import VerifierSettings, extract_answer, label
 
 
-def sample(backend, prompts: list[Prompt], cfg, seed: int) -> list[Candidate]:
+def sample(backend, prompts: list[Prompt], cfg, seed: int,
+           verifier: VerifierSettings | None = None) -> list[Candidate]:
     """K candidates per prompt (`cfg` is the `sampling` group). `correct` is the verifier's verdict where the prompt
-    has an answer or tests: recorded for measurement only; no selection strategy reads it."""
+    has an answer or tests (`verifier`: the run's settings, as `verifier.settings_of(cfg.judge)` gives them): recorded
+    for measurement only; no selection strategy reads it."""
+    v = verifier or VerifierSettings()
     inputs = [chat(backend.tokenizer, p.prompt, cfg.system_prompt, cfg.few_shot) for p in prompts]
     outs = backend.generate(inputs, cfg.k, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed,
                             batch_size=cfg.batch_size, desc="sample")
@@ -24,9 +27,9 @@ def sample(backend, prompts: list[Prompt], cfg, seed: int) -> list[Candidate]:
         for n, st in zip(shortened, redo):
             stats[n] = st
     rows = [Candidate(prompt_id=p.id, prompt=p.prompt, cand_idx=j, text=t, seed=c.seed, answer=p.answer,
-                      final=extract_answer(t), logprob=lp, entropy=ent, correct=None, tests=p.tests,
+                      final=extract_answer(t, v.answer_regex), logprob=lp, entropy=ent, correct=None, tests=p.tests,
                       entry_point=p.entry_point, prefix=p.prefix)
             for (p, _, j, c), t, (lp, ent) in zip(flat, texts, stats)]
-    for row, ok in zip(rows, label(rows)):
+    for row, ok in zip(rows, label(rows, v)):
         row.correct = ok
     return rows

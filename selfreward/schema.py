@@ -8,6 +8,7 @@ A check beside its dataclass is its `__post_init__`: `config.check` builds the d
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,7 +19,7 @@ def opt(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     if hasattr(default, "__dataclass_fields__"):
-        return field(default_factory=type(default), metadata={"help": help})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -84,8 +85,8 @@ class TrainConfig:
     epochs: float = opt(12.0, "passes over the iteration's selected rows; 0: exactly train.steps steps")
     steps: int = opt(0, "the most optimiser steps per iteration (0 = no cap); with epochs=0, the number of steps")
     batch_size: int = opt(64, "sequences per step")
-    micro_batch: int = opt(0, "most sequences per forward/backward (0 = no limit); each step runs in micro-batches "
-                              "of similar length, gradients accumulated")
+    micro_batch: int = opt(0, "most rows per forward/backward (0 = no limit; DPO: pairs, two sequences each); each "
+                              "step runs in micro-batches of similar length, gradients accumulated")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward: far less memory, ~30% slower")
     start_from: StartFrom = opt(StartFrom.previous, "the model each iteration's training starts from")
     data: TrainData = opt(TrainData.current, "this iteration's winners only, or all winners so far")

@@ -58,7 +58,9 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
     """(winners, preference pairs, select/ stats). A judgment's NaN score means it could not score: never kept.
 
     Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority (most common final
-    answer), logprob (highest mean token log-prob). Only `judge` reads scores.
+    answer), logprob (highest mean token log-prob). Only `judge` reads scores. Each also makes one preference pair per
+    prompt for DPO: judge best vs worst; the controls a random pair, the majority answer vs a dissenting one, and the
+    most vs the least likely candidate.
     """
     scores = {j.key: j.score for j in judgments}
     groups = by_prompt(candidates)
@@ -75,6 +77,10 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
             margin = ranked[0].score - worst.score
             if cfg.length_tolerance > 0:  # Meta-Rewarding's length control: near-best and shorter beats best
                 ranked = length_controlled(ranked, cfg.length_tolerance)
+            # the preference pair, as Self-Rewarding LMs makes it: best vs worst unless tied or closer than pair_margin
+            # (the SFT rules below, saturation and the threshold, do not apply to it)
+            if ranked[0] is not worst and (gap := ranked[0].score - worst.score) > 0 and gap >= cfg.pair_margin:
+                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, worst.c.text, pid, ranked[0].score, worst.score))
             if len(valid) > 1 and margin < cfg.min_margin:
                 counts["saturated"] += 1
                 continue
@@ -82,8 +88,6 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
             if not keep:
                 counts["abstained"] += 1
                 continue
-            if ranked[0] is not worst and ranked[0].score - worst.score >= cfg.pair_margin:
-                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, worst.c.text, pid, ranked[0].score, worst.score))
         elif cfg.strategy == Strategy.random:
             rng = random.Random(f"{cfg.seed}/{seed}/{pid}")  # str seeds hash deterministically
             keep = rng.sample(scored, min(cfg.top_k, len(scored)))
@@ -98,8 +102,14 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
             top = max(votes.values())
             winner = next(s.c.final for s in sorted(scored, key=lambda s: s.c.cand_idx) if votes.get(s.c.final) == top)
             keep = _order([s for s in scored if s.c.final == winner], lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
+            if other := next((s for s in scored if s.c.final != winner), None):  # a winner vs a dissenting answer
+                pairs.append(Pair(cands[0].prompt, keep[0].c.text, other.c.text, pid, keep[0].score, other.score))
         else:
-            keep = _order(scored, lambda s: s.c.logprob, cfg.tie_break)[: cfg.top_k]
+            ranked = _order(scored, lambda s: s.c.logprob, cfg.tie_break)
+            keep = ranked[: cfg.top_k]
+            if len(ranked) > 1 and ranked[0].c.logprob > ranked[-1].c.logprob:  # most vs least likely
+                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, ranked[-1].c.text, pid, ranked[0].score,
+                                  ranked[-1].score))
         selected += [Selection(s.c.prompt, s.c.text, pid, s.c.cand_idx, s.score, s.c.correct) for s in keep]
     n = max(1, len(groups))
     verified = [s.correct for s in selected if s.correct is not None]

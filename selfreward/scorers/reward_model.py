@@ -74,7 +74,7 @@ def reward(candidates: list[Candidate], path: str, batch_size: int = 32, device:
     """
     model, tokenizer = load_reward_model(path, str(device))
     if model.config.num_labels != 1:
-        raise ValueError(f"judge.reward_model={path!r} has {model.config.num_labels} labels; a reward model has 1")
+        raise ValueError(f"judge.reward_model.path={path!r} has {model.config.num_labels} labels; a reward model has 1")
     texts = [format_pair(tokenizer, c.prompt, c.text) for c in candidates]
     limit = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
     scores: list[float] = []

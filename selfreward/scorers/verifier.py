@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+
+from omegaconf import OmegaConf
 
 from selfreward.records import Candidate, Judgment
 from selfreward.schema import ConfigError, JudgeConfig, choices, opt, require
@@ -67,12 +69,12 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     status)."""
     modes = [_mode(c, v.mode) for c in candidates]
     limits = (v.timeout, v.memory_mb)
+    if len(_RUNS) > 100_000:
+        _RUNS.clear()
     jobs = {}  # identical (code, tests) run once: K samples often repeat, and labelling ran them already
     for c, mode in zip(candidates, modes):
         if mode == "code" and (_job_key(c), limits) not in _RUNS:
             jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point})
-    if len(_RUNS) > 100_000:
-        _RUNS.clear()
     for key, result in zip(jobs, run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc)):
         _RUNS[key, limits] = result
     results = {key: result for (key, lim), result in _RUNS.items() if lim == limits}
@@ -90,10 +92,16 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     return out
 
 
-def label(rows: list) -> list[bool | None]:
-    """What `correct` records for each sampled row: answers by math-verify, code by its tests (default sandbox limits).
-    It measures the judge; no selection strategy reads it."""
-    return [ok for ok, _ in verdicts(rows, VerifierSettings(), desc="verify")]
+def settings_of(judge_cfg) -> VerifierSettings:
+    """The run's verifier settings: the judge's own where it has a verifier section, else the defaults."""
+    v = getattr(judge_cfg, "verifier", None)
+    return VerifierSettings() if v is None else OmegaConf.to_object(v) if OmegaConf.is_config(v) else v
+
+
+def label(rows: list, v: VerifierSettings) -> list[bool | None]:
+    """What `correct` records for each sampled row, in any mode: answers (math-verify, or `answer_regex`), code by
+    its tests. It measures the judge; no selection strategy reads it."""
+    return [ok for ok, _ in verdicts(rows, replace(v, mode=Mode.auto), desc="verify")]
 
 
 _RUNS: dict = {}  # ((code, tests, entry point), (timeout, memory)) -> sandbox result, within a run
@@ -115,6 +123,7 @@ def program(c: Candidate) -> str:
 
 def _job_key(c: Candidate) -> tuple:
     return program(c), c.tests, c.entry_point
+
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 MAX_ANSWER_CHARS = 2000  # longer texts are cut to their end before math-verify parses them

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from selfreward.records import Pair, Selection
 from selfreward.schema import TrainConfig, choices, opt, require
+from selfreward.train.fit import autocast_dtype
 from selfreward.train.sft import Example, encode
 
 Loss = choices("Loss", "sigmoid", "ipo", "hinge", module=__name__)
@@ -108,9 +109,11 @@ def _logps(model, examples: list[PairExample], pad_id: int, rows: int) -> tuple[
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    amp = autocast_dtype(device)  # the precision training runs in, so a log-ratio starts at zero
     chosen, rejected = [], []
     for start in range(0, len(examples), rows):
-        logps, _ = sequence_logps(model, collate(examples[start : start + rows], pad_id, device))
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logps, _ = sequence_logps(model, collate(examples[start : start + rows], pad_id, device))
         c, r = logps.float().cpu().chunk(2)
         chosen.append(c)
         rejected.append(r)
