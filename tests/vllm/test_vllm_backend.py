@@ -60,6 +60,17 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
     assert tuned_match >= 0.2 and base_match <= tuned_match / 3, (tuned_match, base_match)
 
 
+def test_dpo_iteration_on_vllm(tmp_path, cache_dir):
+    """train=dpo with the engine: pairs from vLLM's samples and judgments, the adapter then served."""
+    run = tmp_path / "dpo"
+    r = run_cli(["+experiment=tiny", "backend=vllm", "train=dpo", "selection.pair_margin=0.01", "train.steps=10"],
+                run, cache_dir)
+    assert r.returncode == 0, r.stderr[-4000:]
+    rows = json.loads((run / "summary.json").read_text())["iterations"]
+    assert rows[-1]["select/pairs"] > 0 and math.isfinite(rows[-1]["train/rewards_margin"])
+    assert "vLLM serves adapter iter_001" in r.stdout
+
+
 def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     """A score-only rubric (judge.rubric.reasoning_regex='') on vLLM: one constrained token per candidate, with the
     expected score from its log-probs; transformers reads the same distribution in one forward pass."""
