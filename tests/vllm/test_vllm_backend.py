@@ -63,7 +63,7 @@ def test_loop_on_vllm_serves_each_adapter(tmp_path, cache_dir, tiny_model):
 def test_dpo_iteration_on_vllm(tmp_path, cache_dir):
     """train=dpo with the engine: pairs from vLLM's samples and judgments, the adapter then served."""
     run = tmp_path / "dpo"
-    r = run_cli(["+experiment=tiny", "backend=vllm", "train=dpo", "selection.pair_margin=0.01", "train.steps=10"],
+    r = run_cli(["+experiment=tiny", "backend=vllm", "train=dpo", "selection.pair_margin=0", "train.steps=10"],
                 run, cache_dir)
     assert r.returncode == 0, r.stderr[-4000:]
     rows = json.loads((run / "summary.json").read_text())["iterations"]
