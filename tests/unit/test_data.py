@@ -108,5 +108,5 @@ def test_hugging_face_dataset_rows_are_validated(tmp_path):
     assert len(bad) == 1 and bad[0]["line"] == 1 and "no text in field 'prompt'" in bad[0]["reason"]
     with pytest.raises(DataError, match="could not be loaded"):
         read_dataset(f"hf:{tmp_path / 'missing'}:train")
-    with pytest.raises(DataError, match="expected hf:NAME:SPLIT"):
+    with pytest.raises(DataError, match="expected hf:NAME"):
         read_dataset("hf:only-a-name")

@@ -149,7 +149,7 @@ def test_verifier_answer_regex():
     cands = [cand("p", i, t, answer="7")
              for i, t in enumerate(["Answer: 7 (checked 3 times)", "Answer: 3, not 7", "7"])]
     default = [r.score for r in judge(None, cands, verifier_cfg())]
-    assert default == [1.0, 5.0, 5.0]  # the last number
+    assert default == [5.0, 1.0, 5.0]  # math-verify reads the stated answer, not merely the last number
     custom = [r.score for r in judge(None, cands, verifier_cfg(answer_regex=r"Answer:\s*(\S+)"))]
     assert custom == [5.0, 1.0, 1.0]
 
