@@ -100,7 +100,7 @@ class Tracker:
 
 PLOTS = {
     "accuracy": ["eval/accuracy", "eval/greedy_accuracy", "sample/accuracy", "select/verified_precision"],
-    "judge": ["judge/auc_within", "judge/auc", "judge/agreement", "judge/train_auc_within"],
+    "judge": ["judge/auc_within", "judge/auc", "judge/agreement", "judge/train_auc_within", "judge/consistency"],
     "diversity": ["collapse/answer_entropy", "collapse/distinct_2", "diversity/duplicate_rate",
                   "judge/train_saturation", "collapse/kl_to_seed"],
 }
