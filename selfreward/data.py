@@ -34,21 +34,20 @@ def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
     return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
 
 
-def read_dataset(spec: str, fits=None, prompt_field: str = "prompt",
-                 answer_field: str = "answer") -> tuple[list[Prompt], list[dict]]:
+def read_dataset(spec: str, fits=None, prompt_field: str = "prompt", answer_field: str = "answer",
+                 role: str = "train") -> tuple[list[Prompt], list[dict]]:
     """Prompts from a Hugging Face dataset: `hf:NAME[@CONFIG]:SPLIT[:FIELD]` (`hf:openai/gsm8k@main:train`; NAME may
     be a directory written by `save_to_disk`; FIELD overrides `data.prompt_field`; a list of chat messages uses its
-    first user turn). Rows are validated like JSONL lines; the row index stands for the line."""
+    first user turn). Where SPLIT names no split, it is read as the config and the split is the `role`'s (`train` for
+    data.train_prompts, `test` for data.eval_prompts), so `hf:openai/gsm8k:main` serves both. Rows are validated like
+    JSONL lines; the row index stands for the line."""
     parts = spec[3:].split(":")
     if len(parts) not in (2, 3):
         raise DataError(f"dataset spec {spec!r}: expected hf:NAME[@CONFIG]:SPLIT or hf:NAME[@CONFIG]:SPLIT:FIELD")
     (name, _, config), split = parts[0].partition("@"), parts[1]
     field = parts[2] if len(parts) == 3 else prompt_field
     try:
-        if (Path(name) / "dataset_dict.json").is_file():  # a DatasetDict saved with save_to_disk
-            ds = load_from_disk(name)[split]
-        else:
-            ds = load_dataset(name, config or None, split=split)
+        ds = _split(name, config, split, role)
     except Exception as e:  # offline, unknown name or split: say which and why
         raise DataError(f"dataset {name!r} split {split!r} could not be loaded: {type(e).__name__}: {e}") from e
     good, bad, seen = [], [], set()
@@ -66,6 +65,19 @@ def read_dataset(spec: str, fits=None, prompt_field: str = "prompt",
         else:
             good.append(out)
     return good, bad
+
+
+def _split(name: str, config: str, split: str, role: str):
+    """One split of a dataset on disk (`save_to_disk`) or on the Hub; SPLIT that names no split is the config."""
+    if (Path(name) / "dataset_dict.json").is_file():
+        splits = load_from_disk(name)
+        return splits[split] if split in splits or role not in splits else splits[role]
+    try:
+        return load_dataset(name, config or None, split=split)
+    except ValueError:  # not a split of the default config: `hf:openai/gsm8k:main` names the config
+        if config:
+            raise
+        return load_dataset(name, split, split=role)
 
 
 def _accept(row: dict, prompt: str, rid: str, seen: set, fits,
@@ -86,14 +98,14 @@ def _accept(row: dict, prompt: str, rid: str, seen: set, fits,
     return Prompt.from_row(out), None
 
 
-def read_prompts(path: str, fits=None, prompt_field: str = "prompt",
-                 answer_field: str = "answer") -> tuple[list[Prompt], list[dict]]:
+def read_prompts(path: str, fits=None, prompt_field: str = "prompt", answer_field: str = "answer",
+                 role: str = "train") -> tuple[list[Prompt], list[dict]]:
     """Good rows and rejected rows (with line number and reason) of a JSONL prompt file.
 
     `fits(prompt) -> str | None` returns a reason when a prompt does not fit the model's context.
     """
     if path.startswith("hf:"):
-        return read_dataset(path, fits, prompt_field, answer_field)
+        return read_dataset(path, fits, prompt_field, answer_field, role)
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"prompt file not found: {p}")
@@ -152,7 +164,8 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dic
         path = getattr(cfg, name)
         if not path:
             continue
-        rows, bad = read_prompts(path, fits, cfg.prompt_field, cfg.answer_field)
+        rows, bad = read_prompts(path, fits, cfg.prompt_field, cfg.answer_field,
+                                 role="train" if name == "train_prompts" else "test")
         total = len(rows) + len(bad)
         if total and len(bad) / total > cfg.max_reject_fraction:
             first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])

@@ -76,9 +76,13 @@ def test_gsm8k_rows_with_their_own_columns(tmp_path, cache_dir):
             for a, b, x in [(2, 1, 3), (3, 4, 5), (4, 2, 7), (5, 5, 9), (6, 1, 2), (7, 3, 4)]]
     path = tmp_path / "gsm.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "gsm"))
+    DatasetDict({"train": Dataset.from_list(rows[:4]), "test": Dataset.from_list(rows[4:])}).save_to_disk(
+        str(tmp_path / "gsm"))
     good, bad = read_prompts(f"hf:{tmp_path / 'gsm'}:train", prompt_field="question")
-    assert not bad and [p.prompt for p in good] == [r["question"] for r in rows]
+    assert not bad and [p.prompt for p in good] == [r["question"] for r in rows[:4]]
+    # as GSM8K is named on the Hub (its config, `main`, where the split goes): each role takes its own split
+    held_out, _ = read_prompts(f"hf:{tmp_path / 'gsm'}:main", prompt_field="question", role="test")
+    assert [p.prompt for p in held_out] == [r["question"] for r in rows[4:]] and held_out[0].answer.endswith("#### 2")
     run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={path}", f"data.eval_prompts={path}",
               "data.prompt_field=question", "data.on_contamination=report", "eval.kl=false"], tmp_path / "run")
     cands = read_jsonl(tmp_path / "run" / "iter_001" / "candidates.jsonl")
