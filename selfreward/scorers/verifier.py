@@ -77,11 +77,10 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
             jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point})
     for key, result in zip(jobs, run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc)):
         _RUNS[key, limits] = result
-    results = {key: result for (key, lim), result in _RUNS.items() if lim == limits}
     out = []
     for c, mode in zip(candidates, modes):
         if mode == "code":
-            r = results[_job_key(c)]
+            r = _RUNS[_job_key(c), limits]
             last = r.output.strip().splitlines()[-1:] if not r.passed else []
             out.append((r.passed, ": ".join([r.status, *last])[:300]))
         elif mode == "answer":

@@ -105,20 +105,21 @@ def loss(model, batch: dict, denominator: float | None = None, cfg=None) -> torc
 
 @torch.no_grad()
 def _logps(model, examples: list[PairExample], pad_id: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's (chosen, rejected) completion log-probs for every pair, in eval mode, `rows` pairs at a time."""
+    """The model's completion log-probs for every pair (all chosen, then all rejected) and their token counts, in
+    eval mode, `rows` pairs at a time."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     amp = autocast_dtype(device)  # the precision training runs in, so a log-ratio starts at zero
-    chosen, rejected = [], []
+    parts = []
     for start in range(0, len(examples), rows):
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logps, _ = sequence_logps(model, collate(examples[start : start + rows], pad_id, device))
-        c, r = logps.float().cpu().chunk(2)
-        chosen.append(c)
-        rejected.append(r)
+            logps, counts = sequence_logps(model, collate(examples[start : start + rows], pad_id, device))
+        parts.append((logps.float().cpu().chunk(2), counts.cpu().chunk(2)))
     model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    logps = torch.cat([c for (c, _), _ in parts] + [r for (_, r), _ in parts])
+    counts = torch.cat([c for _, (c, _) in parts] + [r for _, (_, r) in parts])
+    return logps, counts
 
 
 def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], replay: list, cfg, seed: int,
@@ -129,8 +130,8 @@ def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], repl
                             encode(tokenizer, p.prompt, p.rejected, system=system, few_shot=few_shot)) for p in pairs]
     if not examples:
         return None, []
-    ref_chosen, ref_rejected = _logps(model, examples, tokenizer.pad_token_id, cfg.micro_batch or cfg.batch_size)
-    for e, c, r in zip(examples, ref_chosen.tolist(), ref_rejected.tolist()):
+    ref, _ = _logps(model, examples, tokenizer.pad_token_id, cfg.micro_batch or cfg.batch_size)
+    for e, c, r in zip(examples, *(half.tolist() for half in ref.chunk(2))):
         e.ref_chosen, e.ref_rejected = c, r
     rng = random.Random(seed)
 
@@ -149,12 +150,11 @@ def report(model, examples: list[PairExample], pad_id: int, cfg) -> dict:
     moved over the iteration (DPO can lower it too: `alerts.chosen_logp_change`)."""
     if not examples:
         return {}
-    chosen, rejected = _logps(model, examples, pad_id, cfg.micro_batch or cfg.batch_size)
+    logps, counts = _logps(model, examples, pad_id, cfg.micro_batch or cfg.batch_size)
     batch = {"ref_chosen": torch.tensor([e.ref_chosen for e in examples]),
              "ref_rejected": torch.tensor([e.ref_rejected for e in examples])}
-    counts = torch.tensor([float(e.chosen.length - e.chosen.n_prompt) for e in examples]
-                          + [float(e.rejected.length - e.rejected.n_prompt) for e in examples])
-    _, f = pair_losses(torch.cat([chosen, rejected]), counts, batch, cfg)
+    _, f = pair_losses(logps, counts, batch, cfg)
+    chosen, rejected = logps.chunk(2)
     margin = f["rewards_chosen"] - f["rewards_rejected"]
     return {"train/rewards_chosen": float(f["rewards_chosen"].mean()),
             "train/rewards_rejected": float(f["rewards_rejected"].mean()),
