@@ -14,7 +14,6 @@ import argparse
 import copy
 import json
 import math
-import operator
 import re
 import resource
 import time
@@ -24,7 +23,9 @@ import torch
 from hydra import compose, initialize_config_module
 
 from selfreward import scorers
+from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
+from selfreward.backends.precision import matmul_rate as matmul_peak
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
 from selfreward.prompting import chat, render_judge
@@ -33,7 +34,6 @@ from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
 from selfreward.tasks.recipe import SeedRecipe
 from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
-from selfreward.train.fit import autocast_dtype
 from selfreward.train.stage import train
 
 register()
@@ -50,29 +50,6 @@ def timed(device: torch.device, fn):
     out = fn()
     sync(device)
     return out, time.perf_counter() - t
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, budget_s: float = 1.5, trials: int = 3) -> float:
-    """Best of `trials` timings of square matmuls on random data: the machine's attainable rate in `dtype`.
-
-    The size doubles from 256 until one product takes 50 ms (or 8192), so a dtype the CPU runs slowly (bf16 without
-    AVX512-BF16/AMX: ~0.3 GFLOP/s here) costs seconds, not minutes."""
-    n = 256
-    while True:
-        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-        a @ b
-        _, t = timed(device, partial(operator.matmul, a, b))
-        if t > 0.05 or n >= 8192:
-            break
-        n *= 2
-    reps = max(1, int(budget_s / trials / t))
-    out = torch.empty_like(a)
-
-    def products():
-        for _ in range(reps):
-            torch.matmul(a, b, out=out)
-
-    return max(2 * n**3 * reps / timed(device, products)[1] for _ in range(trials))
 
 
 def params(model) -> int:
@@ -232,16 +209,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--dtype", default="auto", help="auto (as model.dtype=auto picks) | float32 | bfloat16")
     args = ap.parse_args()
     torch.manual_seed(0)
     device = pick_device(args.device)
     n_prompts, n_eval, k, steps = (16, 16, 8, 4) if args.quick else (64, 50, 8, 16)
     peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
-    amp = autocast_dtype(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as `backends.hf.load` picks (dtype=auto)
-    peak = peak16 if (amp is not None or dtype == torch.bfloat16) else peak32
+    dtype = precision.resolve(args.dtype, device)  # as `backends.hf.load` picks
+    peak = peak16 if dtype == torch.bfloat16 else peak32
     print(f"device {device}: matmul peak fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
-          f"({'bf16' if peak is peak16 else 'fp32: this CPU has no fast bf16'} is the reference)")
+          f"(models in {str(dtype).removeprefix('torch.')}; {'bf16' if peak is peak16 else 'fp32'} is the reference)")
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
@@ -310,7 +287,7 @@ def main() -> None:
     print(json.dumps({"device": str(device), "speedup_vs_naive": round(head["speedup"], 2),
                       "speedup_vs_naive_10m": round(big["speedup"], 2),
                       "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
-                      "mfu_reference": "bf16" if peak is peak16 else "fp32",
+                      "dtype": str(dtype).removeprefix("torch."), "mfu_reference": "bf16" if peak is peak16 else "fp32",
                       "mfu_peak_gflops": round(big["ours"]["peaks"][big["dominant"]] / 1e9, 1),
                       "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
                       "peak_memory_mib": round(peak_mem),

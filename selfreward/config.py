@@ -38,7 +38,8 @@ class ModelConfig:
     path: str = opt(MISSING, "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE "
                              "(a pip package whose assemble() writes a GGUF)")
     init: Init = opt(Init.pretrained, "pretrained, or random (same architecture, random weights)")
-    dtype: Dtype = opt(Dtype.auto, "auto: bf16 on GPU, fp32 on CPU")
+    dtype: Dtype = opt(Dtype.auto, "auto: bf16 where a timed matmul runs it faster than fp32 (GPUs; CPUs with AMX or "
+                                   "AVX512-BF16), else fp32")
     gguf_file: str | None = opt(None, "GGUF file name inside model.path, loaded by transformers")
     use_chat_template: bool = opt(True, "format prompts with the tokenizer's chat template (false: plain text, for "
                                         "base models)")

@@ -17,13 +17,14 @@ from omegaconf import OmegaConf
 from selfreward import data, scorers
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend, resolve_model
+from selfreward.backends.precision import chosen, weights_dtype
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
 from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
 from selfreward.records import Candidate, EvalSample, Judgment
 from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, write_jsonl
-from selfreward.rundir.runinfo import check_or_create
+from selfreward.rundir.runinfo import check_or_create, note
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
 from selfreward.seeds import derive
@@ -40,6 +41,7 @@ def run(cfg, run_dir: Path) -> list[dict]:
     clean_temporaries(run_dir)
     model_path = resolve_model(cfg)
     policy, tokenizer = load_policy(cfg, model_path)
+    note(run_dir, precision={"dtype": str(weights_dtype(policy)).removeprefix("torch."), "auto": chosen()})
     backend = make_backend(cfg, model_path, policy, tokenizer)
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)

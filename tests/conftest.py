@@ -37,7 +37,7 @@ def tiny_model(cache_dir):
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["+experiment=tiny"])
     path = ensure_seed(cfg.model.seed, progress=False)
-    return load(str(path))
+    return load(str(path), dtype="float32")  # exact-arithmetic tests; bf16 has its own (test_precision)
 
 
 def cand(pid: str, i: int, text: str, **kw):

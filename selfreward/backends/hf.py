@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from selfreward.backends import JudgeOutput
+from selfreward.backends import JudgeOutput, precision
 from selfreward.records import Completion
 
 
@@ -36,9 +36,7 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
-    if torch_dtype is None:  # auto: bf16 on GPUs; fp32 on CPU, where bf16 autocast is applied per stage
-        torch_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    torch_dtype = precision.resolve(dtype, dev)  # auto: bf16 where it is measured faster (GPUs, AMX/AVX512-BF16)
     kw = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kw["gguf_file"] = gguf_file
@@ -66,6 +64,16 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
 def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids of left-padded rows as generate assigns them: counting from each row's first real token."""
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def completion_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int):
+    """(logits, targets) of right-padded rows from position `start` on: the fp32 logits that predict tokens
+    `start + 1`.. and those tokens. Only these positions pass through the LM head (`logits_to_keep`): Gemma 3's
+    262,144-token head is 62% of its weights, and a judge row's rubric is most of its tokens."""
+    width = input_ids.shape[1]
+    start = max(0, min(start, width - 1))
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width - start)
+    return out.logits[:, :-1].float(), input_ids[:, start + 1 :]
 
 
 def context_length(model) -> int:
@@ -346,14 +354,14 @@ class HFBackend:
         try:
             for idx in self._batches(texts, batch_size, desc):
                 enc = self._encode([texts[i] for i in idx])
-                logits = self.model(**enc, use_cache=False).logits[:, :-1].float()
+                start = min(n_prompt[i] for i in idx) - 1  # logits of prompt tokens are not needed
+                logits, tgt = completion_logits(self.model, enc["input_ids"], enc["attention_mask"], start)
                 logp = torch.log_softmax(logits, -1)
-                tgt = enc["input_ids"][:, 1:]
                 tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
                 ent = -(logp.exp() * logp).sum(-1)
                 for j, i in enumerate(idx):
                     n = int(enc["attention_mask"][j].sum())
-                    sl = slice(n_prompt[i] - 1, n - 1)
+                    sl = slice(n_prompt[i] - 1 - start, n - 1 - start)
                     k = max(1, n - n_prompt[i])
                     out[i] = (float(tok_lp[j, sl].sum()) / k, float(ent[j, sl].sum()) / k)
         finally:

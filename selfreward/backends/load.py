@@ -7,6 +7,7 @@ import importlib
 from pathlib import Path
 
 from selfreward.backends.hf import HFBackend, context_length, load
+from selfreward.backends.precision import weights_dtype
 from selfreward.backends.vllm import VLLMBackend, engine  # vllm itself is imported only when an engine starts
 from selfreward.tasks.seed import ensure_seed
 
@@ -45,7 +46,8 @@ def make_backend(cfg, model_path: str, policy, tokenizer):
     """`backend=hf` generates with the policy itself; `backend=vllm` starts one engine on the same weights."""
     if cfg.backend == "vllm":
         m = cfg.model
-        llm = engine(model_path, cfg.vllm, cfg.train.lora.r, cfg.seed, m.dtype, m.gguf_file, m.trust_remote_code,
+        dtype = str(weights_dtype(policy)).removeprefix("torch.")  # the policy's own: `auto` was resolved once
+        llm = engine(model_path, cfg.vllm, cfg.train.lora.r, cfg.seed, dtype, m.gguf_file, m.trust_remote_code,
                      max_model_len=context_length(policy))
         return VLLMBackend(llm, tokenizer, cfg.vllm, scorer=HFBackend(policy, tokenizer))
     return HFBackend(policy, tokenizer)

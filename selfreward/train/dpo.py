@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from selfreward.backends.hf import completion_logits
+from selfreward.backends.precision import autocast_dtype
 from selfreward.records import Pair, Selection
 from selfreward.schema import TrainConfig, choices, opt, require
-from selfreward.train.fit import autocast_dtype
 from selfreward.train.sft import Example, encode
 
 Loss = choices("Loss", "sigmoid", "ipo", "hinge", module=__name__)
@@ -63,15 +64,16 @@ def collate(rows: list[PairExample], pad_id: int, device) -> dict:
         completion[i, e.n_prompt : e.length] = 1
     ref = torch.tensor([[r.ref_chosen, r.ref_rejected] for r in rows], dtype=torch.float32)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "completion_mask": completion.to(device),
-            "ref_chosen": ref[:, 0].to(device), "ref_rejected": ref[:, 1].to(device), "weight": float(len(rows))}
+            "ref_chosen": ref[:, 0].to(device), "ref_rejected": ref[:, 1].to(device), "weight": float(len(rows)),
+            "start": max(0, min(e.n_prompt for e in seqs) - 1)}
 
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-prob of each row's completion tokens, their count)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:]
+    start = batch.get("start", 0)
+    logits, targets = completion_logits(model, batch["input_ids"], batch["attention_mask"], start)
     token_logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-    mask = batch["completion_mask"][:, 1:].float()
+    mask = batch["completion_mask"][:, start + 1 :].float()
     return (token_logps * mask).sum(1), mask.sum(1)
 
 
@@ -110,7 +112,7 @@ def _logps(model, examples: list[PairExample], pad_id: int, rows: int) -> tuple[
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    amp = autocast_dtype(device)  # the precision training runs in, so a log-ratio starts at zero
+    amp = autocast_dtype(model)  # the precision training runs in, so a log-ratio starts at zero
     parts = []
     for start in range(0, len(examples), rows):
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from selfreward.backends.precision import autocast_dtype
+
 # one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
 # seed on 2 CPU cores: ~4 ms of per-call overhead); it decides where length_buckets cuts
 CALL_OVERHEAD_TOKENS = 64
@@ -38,15 +40,6 @@ def length_buckets(lengths: list[int], max_rows: int = 0, overhead: int = CALL_O
         chunks.append(order[cut[j] : j])
         j = cut[j]
     return chunks[::-1]
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it fast, else full precision."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    avx = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return torch.bfloat16 if (amx or avx) else None
 
 
 class TrainingAborted(RuntimeError):
@@ -81,6 +74,7 @@ def fit(
     Non-finite losses skip the step (on every rank); `max_bad_steps` of them in a row raise TrainingAborted.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    amp = autocast_dtype(model)  # bf16 weights: bf16 matmuls, while LoRA weights and AdamW's state stay fp32
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     rank, world = 0, 1
     if accelerator is not None:
@@ -96,7 +90,6 @@ def fit(
         return 1.0
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    amp = autocast_dtype(device)
     model.train()
     losses, skipped, bad_run, tokens = [], 0, 0, 0
     bar = tqdm(range(steps), desc=desc, disable=not progress or rank > 0, leave=False, dynamic_ncols=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from selfreward.backends.hf import completion_logits
 from selfreward.prompting import chat
 from selfreward.records import Pair, Selection
 from selfreward.schema import TrainConfig, opt, require
@@ -59,15 +60,17 @@ def collate(batch: list[Example], pad_id: int, device) -> dict:
         # the score token sits just before EOS; weighting it teaches the compare (issue 8 probes)
         if e.last_weight != 1.0 and n - 2 >= e.n_prompt:
             weights[i, n - 2] = e.last_weight
+    # the first position whose logit has a weight: the LM head runs from there on (`completion_logits`)
+    start = min(e.n_prompt for e in batch) - 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "weights": weights.to(device),
-            "weight": float(weights[:, 1:].sum())}
+            "weight": float(weights[:, 1:].sum()), "start": max(0, start)}
 
 
 def loss(model, batch: dict, denominator: float | None = None, cfg=None) -> torch.Tensor:
     """Weighted token NLL summed over the batch, divided by `denominator` (default: this batch's total weight)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:]
-    w = batch["weights"][:, 1:]
+    start = batch.get("start", 0)
+    logits, targets = completion_logits(model, batch["input_ids"], batch["attention_mask"], start)
+    w = batch["weights"][:, start + 1 :]
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
     return (nll * w.reshape(-1)).sum() / (denominator or w.sum().clamp_min(1.0))
 

@@ -35,7 +35,7 @@ def test_sampling_pass_log_probs_match_teacher_forcing():
     from selfreward.tasks.recipe import SeedRecipe
     from selfreward.tasks.seed import ensure_seed
 
-    model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu")
+    model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu", dtype="float32")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
     backend = HFBackend(model, tok, progress=False)
     out = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)
