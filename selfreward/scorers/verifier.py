@@ -14,12 +14,13 @@ from omegaconf import OmegaConf
 
 from selfreward.records import Candidate, Judgment
 from selfreward.schema import ConfigError, JudgeConfig, choices, opt, require
-from selfreward.scorers.sandbox import extract_code, run_many
+from selfreward.scorers.sandbox import SANDBOXES, extract_code, run_many
 
 uses_policy = False
 
 
 Mode = choices("Mode", "auto", "answer", "code", module=__name__)
+Sandbox = choices("Sandbox", *SANDBOXES, module=__name__)
 
 
 @dataclass
@@ -31,6 +32,8 @@ class VerifierSettings:
     timeout: float = opt(5.0, "wall-clock seconds per code-test run (then it fails)")
     memory_mb: int = opt(1024, "address-space limit of a code-test run in MiB")
     workers: int = opt(2, "code-test runs in parallel")
+    sandbox: Sandbox = opt(Sandbox.auto, "auto or bwrap: each code-test run in bubblewrap namespaces with seccomp "
+                                         "(stops if they are unavailable); hooks: audit hooks only, not an OS boundary")
 
     def __post_init__(self):
         if self.answer_regex is not None:
@@ -68,14 +71,15 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     """(passed, raw) per candidate: True/False, or None without a reference; raw says why (answer match or test
     status)."""
     modes = [_mode(c, v.mode) for c in candidates]
-    limits = (v.timeout, v.memory_mb)
+    limits = (v.timeout, v.memory_mb, str(v.sandbox))
     if len(_RUNS) > 100_000:
         _RUNS.clear()
     jobs = {}  # identical (code, tests) run once: K samples often repeat, and labelling ran them already
     for c, mode in zip(candidates, modes):
         if mode == "code" and (_job_key(c), limits) not in _RUNS:
             jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point})
-    for key, result in zip(jobs, run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc)):
+    results = run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc, sandbox=str(v.sandbox))
+    for key, result in zip(jobs, results):
         _RUNS[key, limits] = result
     out = []
     for c, mode in zip(candidates, modes):
@@ -103,7 +107,7 @@ def label(rows: list, v: VerifierSettings) -> list[bool | None]:
     return [ok for ok, _ in verdicts(rows, replace(v, mode=Mode.auto), desc="verify")]
 
 
-_RUNS: dict = {}  # ((code, tests, entry point), (timeout, memory)) -> sandbox result, within a run
+_RUNS: dict = {}  # ((code, tests, entry point), (timeout, memory, sandbox)) -> its result, within a run
 
 
 def _mode(c: Candidate, which: str) -> str | None:
