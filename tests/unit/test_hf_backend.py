@@ -1,13 +1,14 @@
 import pytest
 import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from selfreward.backends.hf import HFBackend
+from selfreward.backends.hf import HFBackend, NucleusSampler
 from selfreward.prompting import chat
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperature):
-    """K samples from one prefill per prompt are the samples transformers' own `num_return_sequences` gives
+    """K samples from one prefill per prompt are the samples plain generate gives on the prompts repeated K times
     under the same seed, left padding included (prompts of different lengths share a batch)."""
     model, tok = tiny_model
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1", "7x+20=90", "3x+3=117"]]
@@ -17,10 +18,10 @@ def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperat
     torch.manual_seed(11)  # one batch: generate seeds it with seed + 0
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     enc = backend._encode([prompts[i] for i in order])
-    n = 4 if temperature > 0 else 1  # transformers refuses several greedy returns: they would all be equal
-    seqs = model.generate(**enc, num_return_sequences=n, **backend._gen_kwargs(temperature, 0.95, 0, 8))
-    texts = [t for t in tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-             for _ in range(4 // n)]
+    enc = {k: v.repeat_interleave(4, 0) for k, v in enc.items()}
+    seqs = model.generate(**enc, logits_processor=backend.sampler(temperature, 0.95, 0),
+                          **backend._gen_kwargs(temperature, 0.95, 0, 8))
+    texts = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     plain = {i: texts[j * 4 : (j + 1) * 4] for j, i in enumerate(order)}
     assert [[c.text for c in comps] for comps in ours] == [plain[i] for i in range(len(prompts))]
     assert all(c.seed == 11 for comps in ours for c in comps)  # one batch: every completion drawn under seed + 0
@@ -70,3 +71,39 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     assert layer.keys.shape[-2] == enc["input_ids"].shape[1] + 11  # the last token is never fed back
     assert layer.keys.data_ptr() == layer.buffer[0].data_ptr()
     assert layer.buffer[0].shape[-2] >= layer.keys.shape[-2]
+
+
+@pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 0.95, 0), (0.7, 0.9, 0), (1.0, 0.95, 40),
+                                                       (1.0, 0.5, 2000), (1.0, 1.0, 0), (0.8, 1.0, 5)])
+def test_nucleus_sampler_keeps_what_transformers_warpers_keep(temperature, top_p, top_k):
+    """The sampler's kept tokens and their probabilities are transformers' (temperature, top-k, top-p warpers), also
+    for rows whose nucleus reaches past its 1,024 candidates (flat rows, sorted in full), and its draws follow them."""
+    torch.manual_seed(0)
+    vocab = 5000
+    peaked = torch.randn(6, vocab) * 8
+    flat = torch.randn(4, vocab) * 0.1  # top_p of the mass needs most of the vocabulary
+    logits = torch.cat([peaked, flat])
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                                  + ([TopPLogitsWarper(top_p)] if top_p < 1 else []))
+    expected = torch.softmax(warpers(None, logits.clone()), -1)
+    sampler = NucleusSampler(temperature, top_p, top_k)
+    counts = torch.zeros_like(logits)
+    for _ in range(400):
+        one_hot = sampler(None, logits.clone())
+        assert ((one_hot == 0).sum(-1) == 1).all() and torch.isinf(one_hot).sum() == one_hot.numel() - len(logits)
+        counts += (one_hot == 0).float()
+    assert ((counts > 0) <= (expected > 0)).all()  # never a token transformers cuts
+    frequent = expected.max(-1).values > 0.2  # rows with a token likely enough to check its frequency
+    top = expected.argmax(-1)
+    rows = frequent.nonzero().squeeze(-1)
+    assert torch.allclose(counts[rows, top[rows]] / 400, expected[rows, top[rows]], atol=0.1)
+    if top_p < 1 and not top_k:  # the exact kept sets, through the candidates and the full-sort paths alike
+        k = min(sampler.CANDIDATES, vocab)
+        idx, weights = sampler._kept(logits / temperature, k, full=False)
+        short = weights.sum(-1) < top_p
+        assert short[6:].all() and not short[:6].any()
+        got = torch.zeros_like(logits).scatter_(1, idx, weights)[~short]
+        torch.testing.assert_close(got / got.sum(-1, keepdim=True), expected[~short], atol=1e-5, rtol=1e-4)
+        idx, weights = sampler._kept(logits[short] / temperature, vocab, full=False)
+        got = torch.zeros(int(short.sum()), vocab).scatter_(1, idx, weights)
+        torch.testing.assert_close(got / got.sum(-1, keepdim=True), expected[short], atol=1e-5, rtol=1e-4)

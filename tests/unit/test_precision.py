@@ -57,7 +57,8 @@ def test_bf16_weights_train_with_fp32_adapters_and_autocast(models):
     lora = {n: p for n, p in trained.named_parameters() if p.requires_grad}
     assert lora and all(p.dtype == torch.float32 for p in lora.values())  # master weights and AdamW state in fp32
     assert trained.get_input_embeddings().weight.dtype == torch.bfloat16  # the frozen weights stay bf16
-    assert any(float(p.detach().abs().sum()) > 0 for n, p in lora.items() if "lora_B" in n)  # B starts at zero: it trained
+    # B starts at zero: nonzero means it trained
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in lora.items() if "lora_B" in n)
 
 
 def test_bf16_samples_judges_and_scores_like_fp32(models):
@@ -73,7 +74,8 @@ def test_bf16_samples_judges_and_scores_like_fp32(models):
         judged = scorers.score(backend, cands, cfg, seed=0)
         rx = schema_regex(cfg.rubric.reasoning_regex, cfg.rubric.score_prefix, cfg.scores)
         assert all(re.fullmatch(rx, j.raw) for j in judged), dt
-        fast = backend.score_next([chat(tok, f"check {p} {t}") for p, t in zip(PROMPTS, greedy)], [1, 2, 3, 4, 5], 0.0, 0)
+        checks = [chat(tok, f"check {p} {t}") for p, t in zip(PROMPTS, greedy)]
+        fast = backend.score_next(checks, [1, 2, 3, 4, 5], 0.0, 0)
         logp = backend.logprob(prompts, greedy)
         outs[dt] = greedy, [j.score for j in judged], fast, logp
     (g32, s32, f32, l32), (g16, s16, f16, l16) = outs["float32"], outs["bfloat16"]
