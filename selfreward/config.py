@@ -19,7 +19,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import selfreward.train
-from selfreward import scorers
+from selfreward import bootstrap, scorers
+from selfreward.bootstrap import BootstrapConfig
 from selfreward.schema import Choice, ConfigError, choices, opt, require
 from selfreward.select import SelectionConfig
 from selfreward.tasks.recipe import SeedRecipe
@@ -45,6 +46,8 @@ class ModelConfig:
                                         "base models)")
     trust_remote_code: bool = opt(False, "allow model code from the model directory")
     seed: SeedRecipe = opt(SeedRecipe(), "the built-in seed's recipe")
+    bootstrap: BootstrapConfig = opt(BootstrapConfig(), "M0 for any model: judge (and instruction) data from its own "
+                                                        "verified samples on a seed split (selfreward/bootstrap.py)")
 
 
 @dataclass
@@ -114,7 +117,10 @@ class AlertsConfig:
     contamination: float | None = opt(0.0, "alert when this share of eval prompts overlap training prompts")
     chosen_logp_change: float | None = opt(-2.0, "train=dpo: alert when the chosen responses' log-prob (nats, summed "
                                                  "over a response) falls by more than this over an iteration")
-    early_stop: bool = opt(False, "stop the loop after an iteration that raised an alert")
+    judge_auc_within_min: float | None = opt(0.6, "alert when the judge's within-prompt AUC against the verifier "
+                                                  "falls below this (iteration 0: the preflight, before training)")
+    early_stop: bool = opt(False, "stop the loop after an iteration that raised an alert (a judge alert at "
+                                  "iteration 0: before any training)")
 
 
 @dataclass
@@ -166,6 +172,8 @@ class Config:
     def __post_init__(self):
         s, t = self.sampling, self.train
         require(self.iterations >= 0, "iterations must be >= 0")
+        if self.model.bootstrap.enabled:
+            bootstrap.check(self)
         require(self.selection.top_k <= s.k, f"selection.top_k={self.selection.top_k} exceeds sampling.k={s.k}: "
                                              "raise sampling.k or lower selection.top_k")
         builds_on_merged = t.merge and t.start_from == "previous" and self.iterations > 1

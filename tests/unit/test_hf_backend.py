@@ -107,3 +107,41 @@ def test_nucleus_sampler_keeps_what_transformers_warpers_keep(temperature, top_p
         idx, weights = sampler._kept(logits[short] / temperature, vocab, full=False)
         got = torch.zeros(int(short.sum()), vocab).scatter_(1, idx, weights)
         torch.testing.assert_close(got / got.sum(-1, keepdim=True), expected[short], atol=1e-5, rtol=1e-4)
+
+
+def test_a_shared_prefix_runs_once_and_changes_nothing(tiny_model, monkeypatch):
+    """Rows that start alike (a rubric, few-shot examples) get the prefix's cache computed once and copied: the same
+    greedy and sampled tokens, judgments and score-only figures as every row run in full."""
+    import selfreward.backends.hf as hf
+    from selfreward.backends.hf import prefix_first, shared_prefix
+
+    model, tok = tiny_model
+    shots = "solve 2x+3=11 x=4; solve 5x+1=26 x=5; solve 3x+7=19 x=4; "  # 60 characters: 60 tokens here
+    prompts = [chat(tok, shots + p) for p in ["2x+1=5", "13x+77=272", "x+0=1", "7x+20=90", "3x+3=117"]]
+    backend = HFBackend(model, tok, progress=False)
+    enc = backend._encode(prompts)
+    n = shared_prefix(enc["input_ids"], enc["attention_mask"])
+    assert n >= len(shots)
+    ids, mask = prefix_first(enc["input_ids"], enc["attention_mask"], n)
+    assert [tok.decode(r[m.bool()]) for r, m in zip(ids, mask)] == tok.batch_decode(
+        [r[m.bool()] for r, m in zip(enc["input_ids"], enc["attention_mask"])])  # the same rows, rearranged
+    checks = [f"check {p} x={x}" for p, x in [("2x+1=5", 2), ("13x+77=272", 9), ("x+0=1", 1), ("7x+20=90", 3)]]
+    judge_in = [chat(tok, shots + c) for c in checks]
+
+    def run():
+        greedy = backend.generate(prompts, 1, 0.0, 1.0, 0, 8, seed=3)
+        sampled = backend.generate(prompts, 3, 1.0, 0.95, 0, 8, seed=3)
+        judged = backend.judge(judge_in, r"[0-9x=;*+|]{0,12}:[1-5]", [1, 2, 3, 4, 5], 0.0, 16, seed=0)
+        fast = backend.score_next([x + ":" for x in judge_in], [1, 2, 3, 4, 5], 0.0, 0)
+        return greedy, sampled, judged, fast
+
+    shared = run()
+    monkeypatch.setattr(hf, "SHARED_PREFIX_MIN", 10**9)
+    full = run()
+    for ours, plain in zip(shared[:2], full[:2]):
+        assert [[c.text for c in row] for row in ours] == [[c.text for c in row] for row in plain]
+        assert [c.logprob for row in ours for c in row] == pytest.approx([c.logprob for row in plain for c in row],
+                                                                         abs=1e-4)
+    assert [j.raw for j in shared[2]] == [j.raw for j in full[2]]
+    assert [j.expected for j in shared[2]] == pytest.approx([j.expected for j in full[2]], abs=1e-4)
+    assert [j.expected for j in shared[3]] == pytest.approx([j.expected for j in full[3]], abs=1e-4)

@@ -1,0 +1,66 @@
+"""M0 for any model (`selfreward.bootstrap`), on the shipped seed: balanced judge examples from the seed split only, a
+model directory the loop loads, and the judge preflight that stops a run before training."""
+
+import json
+
+from selfreward import bootstrap, data
+from selfreward.backends.hf import HFBackend
+from selfreward.backends.load import load_policy, resolve_model
+from selfreward.sample import sample
+from selfreward.scorers.verifier import settings_of
+from tests.conftest import compose_config, run_loop
+
+SMALL = ["data.n_train=96", "data.n_eval=16", "data.prompts_per_iteration=16", "sampling.k=4", "eval.k=2",
+         "train.epochs=0", "train.steps=4", "train.batch_size=8", "iterations=1", "tracking.mode=disabled",
+         "judge.rubric.reasoning_regex=''", "model.bootstrap.prompts=32", "model.bootstrap.k=6",
+         "model.bootstrap.epochs=1", "model.bootstrap.batch_size=8"]
+
+
+def test_judge_examples_are_balanced_and_from_the_seed_split_only(tmp_path, cache_dir):
+    cfg = compose_config(SMALL)
+    policy, tok = load_policy(cfg, resolve_model(cfg))
+    train, evals, _ = data.load(cfg.data, tmp_path)
+    pool, seed_split = bootstrap.split(train, cfg)
+    assert len(seed_split) == 32 and not {p.id for p in seed_split} & {p.id for p in pool + evals}
+    cands = sample(HFBackend(policy, tok, progress=False), seed_split, cfg.sampling, 1, settings_of(cfg.judge))
+    examples = bootstrap.judge_examples(cands, cfg, tok, seed=0)
+    hi, lo = bootstrap.score_token(tok, 5), bootstrap.score_token(tok, 1)
+    targets = [e.ids[-1] for e in examples]
+    assert examples and targets.count(hi) == targets.count(lo) == len(examples) // 2  # balanced
+    assert all(e.n_prompt == len(e.ids) - 1 for e in examples)  # the loss falls on the score token alone
+    texts = [tok.decode(e.ids) for e in examples]
+    seed_prompts = {p.prompt for p in seed_split}
+    assert all(any(p in t for p in seed_prompts) for t in texts)
+    assert not any(p.prompt in t for t in texts for p in pool + evals if p.prompt not in seed_prompts)
+
+
+def test_the_loop_builds_m0_runs_on_it_and_resumes_it(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    rows = run_loop([*SMALL, "model.bootstrap.enabled=true", "model.bootstrap.instruction=true"], run)
+    m0 = run / "m0"
+    figures = json.loads((m0 / "bootstrap.json").read_text())
+    assert (m0 / "config.json").is_file() and (m0 / "model.safetensors").is_file()
+    assert figures["judge_examples"] > 0 and figures["instruction_examples"] > 0
+    assert {"base/judge/auc_within", "m0/judge/auc_within"} <= set(figures)
+    assert rows[0]["bootstrap/judge_examples"] == figures["judge_examples"]
+    assert [r["iteration"] for r in rows] == [0, 1]
+    # the loop's prompts never include the seed split
+    cfg = compose_config(SMALL)
+    train, _, _ = data.load(cfg.data, tmp_path / "d")
+    seed_ids = {p.id for p in bootstrap.split(train, cfg)[1]}
+    cands = [json.loads(line) for line in (run / "iter_001" / "candidates.jsonl").read_text().splitlines()]
+    assert cands and not {c["prompt_id"] for c in cands} & seed_ids
+    # M0 is loaded as the model directory it is; a second start reuses it rather than rebuilding
+    stamp = (m0 / "model.safetensors").stat().st_mtime_ns
+    run_loop([*SMALL, "model.bootstrap.enabled=true", "model.bootstrap.instruction=true"], run)
+    assert (m0 / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_preflight_stops_before_training_with_its_advice(tmp_path, cache_dir, capsys):
+    run = tmp_path / "run"
+    rows = run_loop([*SMALL, "alerts.judge_auc_within_min=1.01", "alerts.early_stop=true", "iterations=2"], run)
+    assert [r["iteration"] for r in rows] == [0] and not (run / "iter_001").exists()
+    alerts = json.loads((run / "summary.json").read_text())["alerts"]
+    assert [a["kind"] for a in alerts] == ["judge"] and alerts[0]["iteration"] == 0
+    out = capsys.readouterr().out
+    assert "judge=verifier" in out and "stopping before any training" in out
