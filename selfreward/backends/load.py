@@ -66,7 +66,7 @@ def save_model(model, tokenizer, out: Path, extra: dict | None = None) -> None:
     """`model` and `tokenizer` as a safetensors model directory at `out` (atomically), with `extra` JSON files.
     A model loaded from a GGUF is saved dequantised (transformers refuses to save it as it is; the weights in
     memory are plain tensors)."""
-    quantizer, quant_cfg = model.hf_quantizer, model.config.__dict__.pop("quantization_config", None)
+    quantizer, quant_cfg = getattr(model, "hf_quantizer", None), model.config.__dict__.pop("quantization_config", None)
     try:
         model.hf_quantizer = None
         with atomic(out) as tmp:
