@@ -182,27 +182,45 @@ class BatchedRegexProcessor:
         return scores.masked_fill(~allowed, -math.inf)
 
 
+# rows of a (rows x vocabulary) logits tensor processed at a time: 8 rows of Gemma's 262,144 logits (8 MiB in fp32)
+# stay in cache through a processor's several passes, where the whole batch streams from memory at every pass
+ROW_CHUNK = 8
+
+
+def row_chunks(n: int):
+    return (slice(i, min(n, i + ROW_CHUNK)) for i in range(0, n, ROW_CHUNK))
+
+
 class TokenStats:
     """Per generated token, the log-prob of the token chosen and the entropy (nats) of the distribution it was chosen
     from, read off the raw logits generate computes anyway (first in the processor list: before temperature and
-    top-p), so the sampling stage needs no second, teacher-forced pass. Keeps one step's log-probs, not all."""
+    top-p), so the sampling stage needs no second, teacher-forced pass. Keeps one step's logits and log-normalisers
+    (the chosen token's log-prob is its logit minus the normaliser), not the log-probs."""
 
     def __init__(self):
-        self.logp_prev, self.chosen, self.entropy = None, [], []
+        self.prev, self.lse_prev, self.chosen, self.entropy = None, None, [], []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.logp_prev is not None:
-            self.chosen.append(self.logp_prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
-        logp = torch.log_softmax(scores.float(), -1)
-        self.entropy.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
-        self.logp_prev = logp
+        if self.prev is not None:
+            self.chosen.append(self._logp(input_ids[:, -1]))
+        lse, entropy = scores.new_empty(len(scores), dtype=torch.float32), scores.new_empty(len(scores),
+                                                                                            dtype=torch.float32)
+        for rows in row_chunks(len(scores)):
+            x = scores[rows].float()
+            lse[rows] = torch.logsumexp(x, -1)
+            entropy[rows] = torch.special.entr(torch.exp(x - lse[rows, None])).sum(-1)  # 0 log 0 = 0
+        self.prev, self.lse_prev = scores, lse
+        self.entropy.append(entropy)
         return scores
+
+    def _logp(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.prev.gather(-1, tokens[:, None]).squeeze(-1).float() - self.lse_prev
 
     def per_row(self, generated: torch.Tensor, stop_id: int) -> list[tuple[float, float]]:
         """(mean log-prob, mean entropy) per row over its tokens up to and including the first `stop_id` (EOS)."""
-        if self.logp_prev is None:
+        if self.prev is None:
             return [(math.nan, math.nan)] * len(generated)
-        last = self.logp_prev.gather(-1, generated[:, len(self.chosen)].unsqueeze(-1)).squeeze(-1)
+        last = self._logp(generated[:, len(self.chosen)])
         chosen, entropy = torch.stack(self.chosen + [last], 1), torch.stack(self.entropy, 1)
         stop = (generated == stop_id).int()
         kept = (stop.cumsum(1) - stop) == 0  # before the first stop, and the stop itself
@@ -213,36 +231,47 @@ class TokenStats:
 
 
 class NucleusSampler:
-    """Temperature, top-k and top-p sampling as one logits processor that draws the token itself, over each row's
-    `CANDIDATES` most likely tokens, and hands generate a one-hot row (generate then runs greedy).
+    """Temperature, top-k and top-p sampling as one logits processor that draws the token itself, from each row's
+    most likely tokens, and hands generate a one-hot row (generate then runs greedy).
 
     transformers' warpers sort the whole vocabulary and draw from all of it at every step: on Gemma 3's 262,144
-    tokens that sort and draw were 61% of the sampling stage (README, Benchmark). The kept set is transformers' (the
-    most likely tokens until their mass reaches top_p, at least one): a row whose candidates hold less than top_p of
-    the mass is sorted in full. The draw uses torch's global generator, which the caller seeds."""
+    tokens that sort and draw were 61% of the sampling stage (README, Benchmark). Here a row's top-p set is found
+    among its 1,024 most likely tokens, or 16,384 where those hold less than top_p of the mass, or the whole sorted
+    vocabulary where even those do not: the kept set is transformers' (the most likely tokens until their mass reaches
+    top_p, at least one). Rows go ROW_CHUNK at a time; the draw uses torch's global generator, which the caller
+    seeds."""
 
-    CANDIDATES = 1024
+    CANDIDATES = (1024, 16384)
 
     def __init__(self, temperature: float, top_p: float, top_k: int):
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        logits = scores.float() / self.temperature
-        if self.top_p >= 1.0 and not self.top_k:  # nothing is cut: draw from the whole distribution
-            token = torch.multinomial(torch.softmax(logits, -1), 1)
-            return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
+        tokens = torch.empty((len(scores), 1), dtype=torch.long, device=scores.device)
+        for rows in row_chunks(len(scores)):
+            tokens[rows] = self._draw(scores[rows].float() / self.temperature)
+        return torch.full_like(scores, -math.inf).scatter_(1, tokens, 0.0)
+
+    def _draw(self, logits: torch.Tensor) -> torch.Tensor:
         vocab = logits.shape[-1]
-        k = min(self.top_k or self.CANDIDATES, vocab)
-        idx, weights = self._kept(logits, k, full=bool(self.top_k) or k == vocab)
-        if not self.top_k and k < vocab:  # rows whose nucleus reaches past the candidates
-            short = weights.sum(-1) < self.top_p  # nothing was cut: the top_p mass lies partly beyond
-            if short.any():
-                rows = short.nonzero().squeeze(-1)
-                idx_all, w_all = self._kept(logits[rows], vocab, full=True)
-                idx, weights = (torch.cat([t, t.new_zeros((len(t), vocab - k))], 1) for t in (idx, weights))
-                idx[rows], weights[rows] = idx_all, w_all
-        token = idx.gather(1, torch.multinomial(weights, 1))
-        return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
+        if self.top_p >= 1.0 and not self.top_k:  # nothing is cut: draw from the whole distribution
+            return torch.multinomial(torch.softmax(logits, -1), 1)
+        if self.top_k:  # transformers' top-k, then top-p renormalised over the k survivors
+            idx, weights = self._kept(logits, min(self.top_k, vocab), full=True)
+            return idx.gather(1, torch.multinomial(weights, 1))
+        tokens = torch.empty((len(logits), 1), dtype=torch.long, device=logits.device)
+        todo = torch.arange(len(logits), device=logits.device)
+        for k in (*self.CANDIDATES, vocab):
+            k = min(k, vocab)
+            idx, weights = self._kept(logits[todo], k, full=False)
+            short = weights.sum(-1) < self.top_p if k < vocab else torch.zeros_like(todo, dtype=torch.bool)
+            done = ~short  # nothing was cut in a short row: its top_p mass lies partly beyond these k
+            if done.any():
+                tokens[todo[done]] = idx[done].gather(1, torch.multinomial(weights[done], 1))
+            todo = todo[short]
+            if not len(todo):
+                break
+        return tokens
 
     def _kept(self, logits: torch.Tensor, k: int, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, probabilities) of the `k` most likely tokens per row, zero where top-p drops them; the mass is
@@ -259,16 +288,16 @@ class NucleusSampler:
 
 
 class ScoreReader:
-    """At every step of a constrained judgment, the score tokens' probabilities (rows x score tokens) under the
-    constraint and at the judge's temperature: what the expected score needs, without keeping a copy of the whole
-    vocabulary per step (generate's output_scores: 2.7 GB for 64 Gemma judgments of 40 tokens)."""
+    """At every step of a constrained judgment, the constrained logits of the score tokens (rows x score tokens). At
+    the step that decodes the score the schema allows nothing but score digits, so their softmax there is the score's
+    whole distribution: no pass over the vocabulary per step, and no copy of it (generate's output_scores would keep
+    2.7 GB for 64 Gemma judgments of 40 tokens)."""
 
-    def __init__(self, ids: torch.Tensor, temperature: float):
-        self.ids, self.temperature, self.steps = ids, temperature, []
+    def __init__(self, ids: torch.Tensor):
+        self.ids, self.steps = ids, []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        logits = scores.float() / self.temperature if self.temperature > 0 else scores.float()
-        self.steps.append((logits[:, self.ids] - torch.logsumexp(logits, -1, keepdim=True)).exp())
+        self.steps.append(scores[:, self.ids].float())
         return scores
 
 
@@ -433,7 +462,7 @@ class HFBackend:
         for b, idx in enumerate(self._batches(prompts, batch_size, desc)):
             torch.manual_seed(seed + b)
             enc = self._encode([prompts[i] for i in idx])
-            reader = ScoreReader(ids, temperature)
+            reader = ScoreReader(ids)
             processors = [self._processor(regex), reader] + self.sampler(temperature, 1.0, 0)
             cache = growing_cache(self.model, max_new_tokens + 1)
             if enc["input_ids"].shape[1] > 1:
@@ -451,9 +480,9 @@ class HFBackend:
                 last = len(toks) - 1
                 while last > 0 and toks[last] in (eos, self.tokenizer.pad_token_id):
                     last -= 1
-                probs = reader.steps[last][j]  # the score tokens' probabilities where the score was decoded
-                mass = probs.sum()
-                expected = float((probs * values[ids]).sum() / mass) if mass > 0 else float(text[-1])
+                logits = reader.steps[last][j]  # the score tokens where the score was decoded: nothing else allowed
+                probs = torch.softmax(logits / temperature if temperature > 0 else logits, -1)
+                expected = float((probs * values[ids]).sum()) if torch.isfinite(logits).any() else float(text[-1])
                 out[i] = JudgeOutput(raw=text, expected=expected, sampled=float(text[-1]))
         return out
 
