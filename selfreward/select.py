@@ -11,14 +11,15 @@ from selfreward.observe.metrics import mean
 from selfreward.records import Candidate, Judgment, Pair, Selection, by_prompt
 from selfreward.schema import choices, opt, require
 
-Strategy = choices("Strategy", "judge", "random", "majority", "logprob", module=__name__)
+Strategy = choices("Strategy", "judge", "random", "majority", "logprob", "oracle", module=__name__)
 TieBreak = choices("TieBreak", "shortest", "first", module=__name__)
 
 
 @dataclass
 class SelectionConfig:
-    strategy: Strategy = opt(Strategy.judge, "judge | random | majority (self-consistency) | logprob (sharpening); "
-                                             "only judge reads the scores")
+    strategy: Strategy = opt(Strategy.judge, "judge | random | majority (self-consistency) | logprob (sharpening) | "
+                                             "oracle (verified right answers: the upper bound); only judge reads "
+                                             "the scores")
     top_k: int = opt(1, "winners kept per prompt")
     threshold: float | None = opt(3.0, "minimum score to keep a candidate, in the scorer's units (None: keep the "
                                        "best)")
@@ -58,7 +59,8 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
     """(winners, preference pairs, select/ stats). A judgment's NaN score means it could not score: never kept.
 
     Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority (most common final
-    answer), logprob (highest mean token log-prob). Only `judge` reads scores. Each also makes one preference pair per
+    answer), logprob (highest mean token log-prob), oracle (the verifier's right answers: the upper bound a judge
+    could reach; the only strategy that reads `correct`). Only `judge` reads scores. Each also makes one preference pair per
     prompt for DPO: judge best vs worst; the controls a random pair, the majority answer vs a dissenting one, and the
     most vs the least likely candidate.
     """
@@ -104,6 +106,14 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
             keep = _order([s for s in scored if s.c.final == winner], lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
             if other := next((s for s in scored if s.c.final != winner), None):  # a winner vs a dissenting answer
                 pairs.append(Pair(cands[0].prompt, keep[0].c.text, other.c.text, pid, keep[0].score, other.score))
+        elif cfg.strategy == Strategy.oracle:  # the verifier's picks: what a perfect judge would keep
+            right = [s for s in scored if s.c.correct]
+            if not right:
+                counts["abstained"] += 1
+                continue
+            keep = _order(right, lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
+            if wrong := next((s for s in scored if s.c.correct is False), None):
+                pairs.append(Pair(cands[0].prompt, keep[0].c.text, wrong.c.text, pid, keep[0].score, wrong.score))
         else:
             ranked = _order(scored, lambda s: s.c.logprob, cfg.tie_break)
             keep = ranked[: cfg.top_k]

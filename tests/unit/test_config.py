@@ -68,7 +68,7 @@ def test_the_scorer_comes_only_from_the_chosen_group():
 def test_help_shows_every_field_with_type_default_and_help():
     text = describe()
     assert "  sampling.temperature: float = 1.0\n      sampling temperature" in text
-    assert "selection.strategy: judge | random | majority | logprob = 'judge'" in text
+    assert "selection.strategy: judge | random | majority | logprob | oracle = 'judge'" in text
     assert "judge.pairwise.opponents: int = 3" in text and "train.replay_fraction: float = 0.3" in text
     import dataclasses
 

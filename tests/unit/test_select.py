@@ -124,3 +124,18 @@ def test_pairs_are_trl_preference_rows_and_train_a_dpo_step(tmp_path, tiny_model
     trainer = DPOTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=ds, processing_class=tok)
     out = trainer.train()
     assert out.training_loss == out.training_loss  # finite, not NaN
+
+
+def test_oracle_keeps_verified_answers_only():
+    """The upper-bound control: a verified right answer per prompt (shortest first), nothing where none is right,
+    and a right-vs-wrong pair."""
+    from selfreward.select import SelectionConfig, select
+    from tests.conftest import cand, judged
+
+    cands = [cand("a", 0, "x=22", correct=False), cand("a", 1, "x=3", correct=True), cand("a", 2, "x=33", correct=True),
+             cand("b", 0, "x=1", correct=False), cand("b", 1, "x=2", correct=False)]
+    scores = {("a", 0): 5, ("a", 1): 1, ("a", 2): 1, ("b", 0): 5, ("b", 1): 5}  # the judge's, ignored
+    selected, pairs, stats = select(cands, judged(scores), SelectionConfig(strategy="oracle"))
+    assert [(s.prompt_id, s.completion) for s in selected] == [("a", "x=3")]
+    assert [(p.chosen, p.rejected) for p in pairs] == [("x=3", "x=22")]
+    assert stats["select/verified_precision"] == 1.0 and stats["select/abstained"] == 0.5
