@@ -328,7 +328,8 @@ def gemma(quick: bool, dtype_name: str) -> tuple[list, dict]:
              + ("" if v is None else f", vLLM {v['gen_tokens'] / v['sample_s']:5.1f}")
              + f")  judge {judge_rate:5.2f}/s "
              f"(naive {o['judgments'] / nv['judge_s']:5.2f}, parsed {nv['parse_rate']:.0%}"
-             + ("" if v is None else f"; vLLM {v['judgments'] / v['judge_s']:5.2f}") + ")  "
+             + ("" if v is None else f"; vLLM {v['judgments'] / v['judge_s']:5.2f}, {v['parse_fail']} unparsed")
+             + ")  "
              f"SFT {o['train_tokens'] / o['train_s']:6.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:5.0f})  "
              f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
              f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"

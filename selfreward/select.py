@@ -60,9 +60,9 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
 
     Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority (most common final
     answer), logprob (highest mean token log-prob), oracle (the verifier's right answers: the upper bound a judge
-    could reach; the only strategy that reads `correct`). Only `judge` reads scores. Each also makes one preference pair per
-    prompt for DPO: judge best vs worst; the controls a random pair, the majority answer vs a dissenting one, and the
-    most vs the least likely candidate.
+    could reach; the only strategy that reads `correct`). Only `judge` reads scores. Each also makes one preference
+    pair per prompt for DPO: judge best vs worst; the controls a random pair, the majority answer vs a dissenting one,
+    the most vs the least likely candidate, and a right vs a wrong answer.
     """
     scores = {j.key: j.score for j in judgments}
     groups = by_prompt(candidates)

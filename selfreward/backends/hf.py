@@ -80,6 +80,14 @@ def completion_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     return out.logits[:, :-1].float(), input_ids[:, start + 1 :]
 
 
+def last_position(length: int, device=None) -> torch.Tensor:
+    """`logits_to_keep` for the last of `length` positions, as an index: the model gathers that row into a
+    contiguous block. Given the count 1 it slices a strided view, which torch.matmul, when the LM head's weight needs
+    no gradient (a frozen or trained policy), runs as a batched matmul on a copy of the whole head per row: 20x
+    slower generation on Gemma 3 after the first training stage."""
+    return torch.tensor([length - 1], device=device)
+
+
 # a shared prefix shorter than this is recomputed per row: the extra call would cost more than it saves
 SHARED_PREFIX_MIN = 32
 
@@ -385,12 +393,14 @@ class HFBackend:
         shared = shared_prefix(ids, mask) if len(ids) > 1 else 0
         if shared >= SHARED_PREFIX_MIN:
             ids, mask = prefix_first(ids, mask, shared)
-            self.model(input_ids=ids[:1, :shared], **{cache_kwarg(): cache}, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=ids[:1, :shared], **{cache_kwarg(): cache}, use_cache=True,
+                       logits_to_keep=last_position(shared, ids.device))
             cache.batch_repeat_interleave(len(ids))
         positions = left_padded_positions(mask)
         start = shared if shared >= SHARED_PREFIX_MIN else 0
         self.model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1], position_ids=positions[:, start:-1],
-                   **{cache_kwarg(): cache}, use_cache=True, logits_to_keep=1)
+                   **{cache_kwarg(): cache}, use_cache=True,
+                   logits_to_keep=last_position(ids.shape[1] - 1 - start, ids.device))
         return {"input_ids": ids, "attention_mask": mask}
 
     def _processor(self, regex: str) -> BatchedRegexProcessor:
