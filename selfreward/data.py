@@ -28,7 +28,7 @@ def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
     if cfg.task != "equation":
         raise DataError(f"data.task={cfg.task!r}: the built-in tasks are 'equation' and 'humaneval' (or give "
                         "data.train_prompts and data.eval_prompts)")
-    task = EquationTask()
+    task = EquationTask(cfg.equation_max_a, cfg.equation_max_x, cfg.equation_max_b)
     train = pool(task, cfg.n_train, cfg.seed, evaluation=False)
     evals = pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
     return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
