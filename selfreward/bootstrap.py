@@ -11,7 +11,7 @@ them teaches the judge; `instruction=true` also trains on the verified right ans
 two effects can be told apart). A share of the seed prompts (`holdout`) is kept out of training to measure the judge
 before and after (`judge/auc_within`, as the loop's preflight reads it).
 
-    python -m selfreward.seed --out DIR +experiment=gemma3_270m_loop     # then: model.path=DIR model.gguf_file=null
+    python -m selfreward.seed --out DIR +experiment=gemma3_270m_loop     # then: model.path=DIR (selfreward/seed.py)
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from omegaconf import OmegaConf
 
 from selfreward import scorers
 from selfreward.backends.hf import HFBackend
+from selfreward.backends.load import save_model
 from selfreward.observe.metrics import judge_report, mean
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Candidate, Prompt, by_prompt
@@ -38,6 +37,7 @@ from selfreward.scorers.verifier import settings_of
 from selfreward.seeds import derive
 from selfreward.train.fit import fit
 from selfreward.train.sft import Example, collate, encode, loss, mixture
+from selfreward.train.stage import with_adapter
 
 STREAM = 99  # the bootstrap's seed stream: derive(cfg.seed, STREAM, ...), apart from every iteration's
 
@@ -121,9 +121,6 @@ def judge_figures(backend, candidates: list[Candidate], cfg, seed: int) -> dict:
 def build(policy, tokenizer, prompts: list[Prompt], cfg, out: Path, progress: bool = True) -> dict:
     """Build M0 from `policy` on the seed split `prompts` and save it as a model directory at `out` (atomically);
     returns the recipe's figures (also in out/bootstrap.json)."""
-    from selfreward.backends.load import save_model
-    from selfreward.train.stage import with_adapter
-
     check(cfg)
     b, t0 = cfg.model.bootstrap, time.time()
     n_hold = max(1, round(len(prompts) * b.holdout))
@@ -174,31 +171,3 @@ def ensure(run_dir: Path, cfg, policy, tokenizer, prompts: list[Prompt]) -> tupl
     if done.is_file():
         return str(out), json.loads(done.read_text())
     return str(out), build(policy, tokenizer, prompts, cfg, out)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m selfreward.seed --out DIR [Hydra overrides]: M0 for the composed config's model, task and rubric."""
-    from hydra import compose, initialize_config_module
-
-    from selfreward import data
-    from selfreward.backends.hf import context_length
-    from selfreward.backends.load import load_policy, resolve_model
-    from selfreward.config import check as check_config
-    from selfreward.config import register
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--out" not in args or args.index("--out") + 1 >= len(args):
-        raise SystemExit("usage: python -m selfreward.seed --out DIR [key=value ...]  (Hydra overrides, as the loop)")
-    i = args.index("--out")
-    out, overrides = Path(args[i + 1]), args[:i] + args[i + 2 :]
-    register()
-    with initialize_config_module("selfreward.conf", version_base=None):
-        cfg = compose("config", overrides=overrides)
-    check_config(cfg)
-    check(cfg)
-    policy, tokenizer = load_policy(cfg, resolve_model(cfg))
-    fits = data.context_check(cfg, tokenizer, context_length(policy))
-    with tempfile.TemporaryDirectory() as scratch:  # data.load's reports (rejected rows) are not M0's
-        train, _, _ = data.load(cfg.data, Path(scratch), fits)
-    _, seed_split = split(train, cfg)
-    build(policy, tokenizer, seed_split, cfg, out)

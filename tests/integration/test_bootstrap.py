@@ -64,3 +64,14 @@ def test_preflight_stops_before_training_with_its_advice(tmp_path, cache_dir, ca
     assert [a["kind"] for a in alerts] == ["judge"] and alerts[0]["iteration"] == 0
     out = capsys.readouterr().out
     assert "judge=verifier" in out and "stopping before any training" in out
+
+
+def test_seed_cli_writes_a_model_directory_the_loop_takes(tmp_path, cache_dir):
+    from selfreward.seed import main
+
+    out = tmp_path / "m0"
+    main(["--out", str(out), *SMALL])
+    figures = json.loads((out / "bootstrap.json").read_text())
+    assert figures["seed_prompts"] == 32 and (out / "model.safetensors").is_file()
+    rows = run_loop([*SMALL, f"model.path={out}"], tmp_path / "run")
+    assert [r["iteration"] for r in rows] == [0, 1]
