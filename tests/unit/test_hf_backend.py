@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from selfreward.backends.hf import HFBackend, NucleusSampler
+from selfreward.backends.hf import HFBackend
+from selfreward.backends.processors import NucleusSampler
 from selfreward.prompting import chat
 
 
