@@ -29,7 +29,7 @@ from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.backends.load import load_policy, resolve_model, servable
 from selfreward.backends.precision import matmul_rate as matmul_peak
-from selfreward.backends.precision import weights_dtype
+from selfreward.backends.precision import sync, weights_dtype
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
 from selfreward.prompting import chat, render_judge
@@ -41,11 +41,6 @@ from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
 from selfreward.train.stage import train
 
 register()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(device: torch.device, fn):

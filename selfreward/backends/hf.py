@@ -241,16 +241,16 @@ class HFBackend:
         (positions count real tokens, as generate counts them)."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
         shared = shared_prefix(ids, mask) if len(ids) > 1 else 0
-        if shared >= SHARED_PREFIX_MIN:
+        shared = shared if shared >= SHARED_PREFIX_MIN else 0
+        if shared:
             ids, mask = prefix_first(ids, mask, shared)
             self.model(input_ids=ids[:1, :shared], **{cache_kwarg(): cache}, use_cache=True,
                        logits_to_keep=last_position(shared, ids.device))
             cache.batch_repeat_interleave(len(ids))
         positions = left_padded_positions(mask)
-        start = shared if shared >= SHARED_PREFIX_MIN else 0
-        self.model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1], position_ids=positions[:, start:-1],
+        self.model(input_ids=ids[:, shared:-1], attention_mask=mask[:, :-1], position_ids=positions[:, shared:-1],
                    **{cache_kwarg(): cache}, use_cache=True,
-                   logits_to_keep=last_position(ids.shape[1] - 1 - start, ids.device))
+                   logits_to_keep=last_position(ids.shape[1] - 1 - shared, ids.device))
         return {"input_ids": ids, "attention_mask": mask}
 
     def _processor(self, regex: str) -> BatchedRegexProcessor:

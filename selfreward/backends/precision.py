@@ -67,10 +67,10 @@ def measured(device_type: str) -> dict:
     fp32 = matmul_rate(torch.float32, device, budget_s=0.3, trials=2)
     bf16 = matmul_rate(torch.bfloat16, device, budget_s=0.3, trials=2)
     fast = bf16 > MARGIN * fp32
-    choice = {"dtype": "bfloat16" if fast else "float32", "fp32_gflops": round(fp32 / 1e9, 1),
-              "bf16_gflops": round(bf16 / 1e9, 1),
-              "why": "bf16 matmul faster on this CPU" if fast else "bf16 matmul not faster on this CPU"}
-    CHOSEN[device_type] = choice
+    choice = CHOSEN[device_type] = {
+        "dtype": "bfloat16" if fast else "float32", "fp32_gflops": round(fp32 / 1e9, 1),
+        "bf16_gflops": round(bf16 / 1e9, 1),
+        "why": "bf16 matmul faster on this CPU" if fast else "bf16 matmul not faster on this CPU"}
     print(f"[selfreward] model.dtype=auto -> {choice['dtype']} (matmul fp32 {choice['fp32_gflops']} GFLOP/s, "
           f"bf16 {choice['bf16_gflops']} GFLOP/s: {choice['why']})", flush=True)
     return choice
