@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from selfreward import bootstrap, data, scorers
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend, resolve_model
-from selfreward.backends.precision import chosen, weights_dtype
+from selfreward.backends.precision import chosen, dtype_name
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
 from selfreward.observe.alerts import stops_before_training
@@ -42,7 +42,7 @@ def run(cfg, run_dir: Path) -> list[dict]:
     clean_temporaries(run_dir)
     model_path = resolve_model(cfg)
     policy, tokenizer = load_policy(cfg, model_path)
-    note(run_dir, precision={"dtype": str(weights_dtype(policy)).removeprefix("torch."), "auto": chosen()})
+    note(run_dir, precision={"dtype": dtype_name(policy), "auto": chosen()})
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)
     if cfg.model.bootstrap.enabled:  # M0 from the model's own verified samples on a seed split; the loop runs on it

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 from selfreward.backends.hf import HFBackend, context_length, load
-from selfreward.backends.precision import weights_dtype
+from selfreward.backends.precision import dtype_name
 from selfreward.backends.vllm import VLLMBackend, engine  # vllm itself is imported only when an engine starts
 from selfreward.rundir.artifacts import atomic, write_json
 from selfreward.tasks.seed import cache_root, ensure_seed
@@ -54,7 +54,7 @@ def servable(cfg, model_path: str, policy, tokenizer) -> str:
     gguf = Path(model_path) / cfg.model.gguf_file
     if not gguf.is_file():  # a model directory made from the GGUF already (M0: model.bootstrap)
         return model_path
-    dtype = str(weights_dtype(policy)).removeprefix("torch.")
+    dtype = dtype_name(policy)
     out = cache_root().parent / "models" / f"{gguf.stem}-{gguf.stat().st_size}-{dtype}"
     if not (out / "config.json").is_file():
         print(f"[selfreward] saving the dequantised {gguf.name} for vLLM at {out}", flush=True)
@@ -83,8 +83,8 @@ def save_model(model, tokenizer, out: Path, extra: dict | None = None) -> None:
 def make_backend(cfg, model_path: str, policy, tokenizer):
     """`backend=hf` generates with the policy itself; `backend=vllm` starts one engine on the same weights."""
     if cfg.backend == "vllm":
-        dtype = str(weights_dtype(policy)).removeprefix("torch.")  # the policy's own: `auto` was resolved once
-        llm = engine(servable(cfg, model_path, policy, tokenizer), cfg.vllm, cfg.train.lora.r, cfg.seed, dtype,
+        llm = engine(servable(cfg, model_path, policy, tokenizer), cfg.vllm, cfg.train.lora.r, cfg.seed,
+                     dtype_name(policy),  # the policy's own: `auto` was resolved once
                      trust_remote_code=cfg.model.trust_remote_code, max_model_len=context_length(policy))
         return VLLMBackend(llm, tokenizer, cfg.vllm, scorer=HFBackend(policy, tokenizer))
     return HFBackend(policy, tokenizer)

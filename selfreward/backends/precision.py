@@ -92,6 +92,11 @@ def weights_dtype(model) -> torch.dtype:
     return model.get_input_embeddings().weight.dtype
 
 
+def dtype_name(model) -> str:
+    """`weights_dtype` as the config and vLLM spell it: 'bfloat16', 'float32'."""
+    return str(weights_dtype(model)).removeprefix("torch.")
+
+
 def autocast_dtype(model) -> torch.dtype | None:
     """The autocast dtype for training and scoring `model`: bf16 where its weights are bf16 (the fp32 LoRA weights
     and their optimizer state then run their matmuls in bf16 too), none for fp32 weights."""
