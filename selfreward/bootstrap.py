@@ -70,13 +70,29 @@ def check(cfg) -> None:
                           "check)")
 
 
-def split(train: list[Prompt], cfg) -> tuple[list[Prompt], list[Prompt]]:
-    """(the loop's training pool, the seed split): the last `model.bootstrap.prompts` of the pool."""
+def split(train: list[Prompt], cfg, own: list[Prompt] | None = None) -> tuple[list[Prompt], list[Prompt]]:
+    """(the loop's training pool, the seed split). A built-in task with a seed part of its problem space gives it as
+    `own` (disjoint from training and evaluation by construction, whatever the pool sizes); otherwise the seed split
+    is the last `model.bootstrap.prompts` of the pool, which the loop's pool then leaves out."""
+    if own is not None:
+        texts = {p.prompt for p in own}
+        return [p for p in train if p.prompt not in texts], own
     n = cfg.model.bootstrap.prompts
     if n >= len(train):
         raise ConfigError(f"model.bootstrap.prompts={n} leaves no training prompt (the pool has {len(train)}); "
                           "raise data.n_train or give more training prompts")
     return train[:-n], train[-n:]
+
+
+def exclude_seed(model_path: str, train: list[Prompt], evals: list[Prompt]) -> tuple[list[Prompt], list[Prompt], int]:
+    """Leave out of training and evaluation every prompt an M0 at `model_path` was built on (its bootstrap.json
+    lists them), by prompt text: a control run on `model.path=RUN/m0` never trains or evaluates on M0's seed split."""
+    info = Path(model_path) / "bootstrap.json"
+    seen = set(json.loads(info.read_text()).get("seed_prompt_texts", [])) if info.is_file() else set()
+    if not seen:
+        return train, evals, 0
+    kept_t, kept_e = [p for p in train if p.prompt not in seen], [p for p in evals if p.prompt not in seen]
+    return kept_t, kept_e, len(train) + len(evals) - len(kept_t) - len(kept_e)
 
 
 def score_token(tokenizer, score: int) -> int:
@@ -156,7 +172,8 @@ def build(policy, tokenizer, prompts: list[Prompt], cfg, out: Path, progress: bo
                "loss_last": stats["loss_last"], **{f"base/judge/{k}": v for k, v in base.items()},
                **{f"m0/judge/{k}": v for k, v in after.items()},
                "time/sample_s": t_sample, "time/train_s": t_train, "time/total_s": time.time() - t0,
-               "base_model": cfg.model.path, "recipe": OmegaConf.to_container(OmegaConf.structured(b))}
+               "base_model": cfg.model.path, "recipe": OmegaConf.to_container(OmegaConf.structured(b)),
+               "seed_prompt_texts": [p.prompt for p in prompts]}
     save_model(m0, tokenizer, out, extra={"bootstrap.json": figures})
     print(f"[selfreward] M0 built at {out}: judge/auc_within on {n_hold} held-back seed prompts "
           f"{base['auc_within']:.3f} (base) -> {after['auc_within']:.3f} (M0), {len(judge)} judge examples, "

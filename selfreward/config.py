@@ -30,7 +30,7 @@ Dtype = choices("Dtype", "auto", "float32", "bfloat16", module=__name__)
 Backend = choices("Backend", "hf", "vllm", module=__name__)
 OnContamination = choices("OnContamination", "drop", "stop", "report", module=__name__)
 TrackingMode = choices("TrackingMode", "offline", "online", "disabled", module=__name__)
-Task = choices("Task", "equation", "humaneval", module=__name__)
+Task = choices("Task", "equation", "sequence", "humaneval", module=__name__)
 StructuredBackend = choices("StructuredBackend", "outlines", "xgrammar", "guidance", "auto", module=__name__)
 
 
@@ -52,8 +52,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: Task | None = opt(Task.equation, "a built-in task (data=humaneval: HumanEval), or null to read "
-                                           "data.train_prompts and data.eval_prompts")
+    task: Task | None = opt(Task.equation, "a built-in task (equation, sequence; data=humaneval: HumanEval), or null "
+                                           "to read data.train_prompts and data.eval_prompts")
     train_prompts: str | None = opt(None, "JSONL of training prompts (prompt, optional id/answer/tests/entry_point/"
                                           "prefix), or hf:NAME[@CONFIG]:SPLIT[:FIELD]")
     eval_prompts: str | None = opt(None, "JSONL of held-out evaluation prompts, or hf:NAME[@CONFIG]:SPLIT[:FIELD]")
@@ -63,6 +63,12 @@ class DataConfig:
     equation_max_a: int = opt(9, "data.task=equation: a*x+b=c with a in 2..max_a")
     equation_max_x: int = opt(50, "data.task=equation: the solution x in 1..max_x")
     equation_max_b: int = opt(50, "data.task=equation: b in 1..max_b")
+    sequence_min_terms: int = opt(3, "data.task=sequence: fewest terms shown")
+    sequence_max_terms: int = opt(5, "data.task=sequence: most terms shown")
+    sequence_min_start: int = opt(1, "data.task=sequence: first term from")
+    sequence_max_start: int = opt(60, "data.task=sequence: first term up to")
+    sequence_min_step: int = opt(2, "data.task=sequence: step from")
+    sequence_max_step: int = opt(12, "data.task=sequence: step up to")
     n_eval: int = opt(200, "size of the built-in held-out evaluation set")
     prompts_per_iteration: int = opt(512, "fresh slice of the training pool per iteration (0 = all)")
     seed: int = opt(1234, "seed of the built-in prompt pool")

@@ -13,7 +13,7 @@ from selfreward.prompting import chat
 from selfreward.records import Prompt
 from selfreward.rundir.artifacts import write_jsonl
 from selfreward.schema import ConfigError
-from selfreward.tasks import humaneval
+from selfreward.tasks import humaneval, sequence
 from selfreward.tasks.equation import EquationTask, pool
 
 
@@ -25,13 +25,37 @@ def builtin(cfg) -> tuple[list[Prompt], list[Prompt]]:
     """(training pool, held-out evaluation set) of a built-in task; disjoint by construction."""
     if cfg.task == "humaneval":
         return humaneval.load()
+    if cfg.task == "sequence":
+        task = sequence_task(cfg)
+        try:
+            return ([Prompt.from_row(r) for r in sequence.pool(task, cfg.n_train, cfg.seed, sequence.TRAIN)],
+                    [Prompt.from_row(r) for r in sequence.pool(task, cfg.n_eval, cfg.seed + 1, sequence.EVAL)])
+        except ValueError as e:
+            raise DataError(f"data.n_train={cfg.n_train}, data.n_eval={cfg.n_eval}: {e}") from e
     if cfg.task != "equation":
-        raise DataError(f"data.task={cfg.task!r}: the built-in tasks are 'equation' and 'humaneval' (or give "
-                        "data.train_prompts and data.eval_prompts)")
+        raise DataError(f"data.task={cfg.task!r}: the built-in tasks are 'equation', 'sequence' and 'humaneval' (or "
+                        "give data.train_prompts and data.eval_prompts)")
     task = EquationTask(cfg.equation_max_a, cfg.equation_max_x, cfg.equation_max_b)
     train = pool(task, cfg.n_train, cfg.seed, evaluation=False)
     evals = pool(task, cfg.n_eval, cfg.seed + 1, evaluation=True)
     return [Prompt.from_row(r) for r in train], [Prompt.from_row(r) for r in evals]
+
+
+def sequence_task(cfg) -> sequence.SequenceTask:
+    return sequence.SequenceTask(cfg.sequence_min_terms, cfg.sequence_max_terms, cfg.sequence_min_start,
+                                 cfg.sequence_max_start, cfg.sequence_min_step, cfg.sequence_max_step)
+
+
+def seed_pool(cfg, n: int) -> list[Prompt] | None:
+    """The built-in task's own seed split for M0 (a part of its problem space that the loop's training and evaluation
+    never draw from), or None where the task has none (M0 then takes the end of the training pool)."""
+    if cfg.task != "sequence":
+        return None
+    try:
+        rows = sequence.pool(sequence_task(cfg), n, cfg.seed + 2, sequence.SEED)
+    except ValueError as e:
+        raise ConfigError(f"model.bootstrap.prompts={n}: {e}") from e
+    return [Prompt.from_row(r) for r in rows]
 
 
 def read_dataset(spec: str, fits=None, prompt_field: str = "prompt", answer_field: str = "answer",

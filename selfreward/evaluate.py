@@ -24,9 +24,9 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     s, v = cfg.sampling, settings_of(cfg.judge)
     inputs = [chat(backend.tokenizer, p.prompt, s.system_prompt, s.few_shot) for p in prompts]
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, derive(cfg.seed, 0), batch_size=s.batch_size,
-                              desc="eval greedy")
+                              desc="eval greedy", stop=s.stop)
     sampled = backend.generate(inputs, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, s.top_k, s.max_new_tokens,
-                               derive(cfg.seed, 1), batch_size=s.batch_size, desc="eval sample")
+                               derive(cfg.seed, 1), batch_size=s.batch_size, desc="eval sample", stop=s.stop)
     rows = []
     for p, comps, g in zip(prompts, sampled, greedy):
         for j, t in enumerate(cut(c.text, s.stop) for c in comps):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from selfreward import bootstrap, data, scorers
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend, resolve_model
-from selfreward.backends.precision import chosen, dtype_name
+from selfreward.backends.precision import chosen, dtype_name, pin
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
 from selfreward.observe.alerts import stops_before_training
@@ -25,7 +25,7 @@ from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
 from selfreward.records import Candidate, EvalSample, Judgment
 from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, write_jsonl
-from selfreward.rundir.runinfo import check_or_create, note
+from selfreward.rundir.runinfo import check_or_create, note, read_info
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
 from selfreward.seeds import derive
@@ -41,12 +41,17 @@ def run(cfg, run_dir: Path) -> list[dict]:
     digest = check_or_create(run_dir, config, cfg.force_resume)
     clean_temporaries(run_dir)
     model_path = resolve_model(cfg)
+    decide_dtype_once(cfg, run_dir)
     policy, tokenizer = load_policy(cfg, model_path)
     note(run_dir, precision={"dtype": dtype_name(policy), "auto": chosen()})
+    cfg.model.dtype = dtype_name(policy)  # every later load (M0, training processes, vLLM) takes it as it is
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)
+    train_pool, eval_prompts, data_stats["data/seed_split_excluded"] = bootstrap.exclude_seed(
+        model_path, train_pool, eval_prompts)  # an M0 given as model.path: its seed split stays out
     if cfg.model.bootstrap.enabled:  # M0 from the model's own verified samples on a seed split; the loop runs on it
-        train_pool, seed_split = bootstrap.split(train_pool, cfg)
+        own = data.seed_pool(cfg.data, cfg.model.bootstrap.prompts)
+        train_pool, seed_split = bootstrap.split(train_pool, cfg, own)
         model_path, boot = bootstrap.ensure(run_dir, cfg, policy, tokenizer, seed_split)
         policy, tokenizer = load_policy(cfg, model_path)
         data_stats.update({f"bootstrap/{k}": v for k, v in boot.items() if isinstance(v, (int, float))})
@@ -103,6 +108,16 @@ def run(cfg, run_dir: Path) -> list[dict]:
             break
     tracker.finish()
     return tracker.rows
+
+
+def decide_dtype_once(cfg, run_dir: Path) -> None:
+    """A run decides `model.dtype=auto` once: a resumed run takes the choice run.json recorded, never a new
+    measurement (a busy moment could pick the other dtype and train a different adapter)."""
+    recorded = read_info(run_dir).get("precision", {})
+    if str(cfg.model.dtype) == "auto" and recorded.get("auto"):
+        pin(recorded["auto"])
+        print(f"[selfreward] model.dtype=auto -> {recorded['dtype']} (recorded in run.json when the run started)",
+              flush=True)
 
 
 def sample_shard(backend, cfg, iteration: int, prompts: list, shard: int) -> list[Candidate]:

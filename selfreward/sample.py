@@ -15,11 +15,11 @@ def sample(backend, prompts: list[Prompt], cfg, seed: int,
     v = verifier or VerifierSettings()
     inputs = [chat(backend.tokenizer, p.prompt, cfg.system_prompt, cfg.few_shot) for p in prompts]
     outs = backend.generate(inputs, cfg.k, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed,
-                            batch_size=cfg.batch_size, desc="sample")
+                            batch_size=cfg.batch_size, desc="sample", stop=cfg.stop)
     flat = [(p, x, j, c) for p, x, comps in zip(prompts, inputs, outs) for j, c in enumerate(comps)]
     texts = [cut(c.text, cfg.stop) for _, _, _, c in flat]
     stats = [(c.logprob, c.entropy) for _, _, _, c in flat]
-    # a response cut at a stop string is not what was sampled: its log-prob is taken teacher-forced
+    # a response the backend could not cut on a token boundary: its log-prob is taken teacher-forced
     shortened = [n for n, ((_, _, _, c), t) in enumerate(zip(flat, texts)) if t != c.text]
     if shortened:
         redo = backend.logprob([flat[n][1] for n in shortened], [texts[n] for n in shortened],

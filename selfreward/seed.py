@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     with tempfile.TemporaryDirectory() as scratch:  # data.load's reports (rejected rows) are not M0's
         train, _, _ = data.load(cfg.data, Path(scratch), fits)
-    _, seed_split = bootstrap.split(train, cfg)
+    _, seed_split = bootstrap.split(train, cfg, data.seed_pool(cfg.data, cfg.model.bootstrap.prompts))
     bootstrap.build(policy, tokenizer, seed_split, cfg, out)
 
 

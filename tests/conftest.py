@@ -16,8 +16,9 @@ def cache_dir(tmp_path_factory):
     return d
 
 
-def run_cli(args: list[str], run_dir: Path, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SELFREWARD_CACHE=str(cache), WANDB_MODE="offline", WANDB_SILENT="true")
+def run_cli(args: list[str], run_dir: Path, cache: Path, timeout: int = 600,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SELFREWARD_CACHE=str(cache), WANDB_MODE="offline", WANDB_SILENT="true", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "selfreward", *args, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=timeout,

@@ -24,9 +24,11 @@ class Backend(Protocol):
 
     def generate(
         self, prompts: list[str], n: int, temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int,
-        batch_size: int = 512, desc: str = "sample",
+        batch_size: int = 512, desc: str = "sample", stop=(),
     ) -> list[list[Completion]]:
-        """n completions per already-formatted prompt (temperature 0 = greedy), with their log-probs and seeds."""
+        """n completions per already-formatted prompt (temperature 0 = greedy), with their log-probs and seeds. A
+        backend may end rows at `stop` strings and return them cut (with figures over the kept tokens); a text that
+        still holds a stop string is cut by the caller, its figures taken teacher-forced."""
 
     def judge(
         self, prompts: list[str], regex: str, scores: list[int], temperature: float, max_new_tokens: int, seed: int,

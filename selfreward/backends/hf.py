@@ -10,10 +10,19 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteriaList
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from selfreward.backends import JudgeOutput, precision
-from selfreward.backends.processors import BatchedRegexProcessor, NucleusSampler, ScoreReader, TokenStats
+from selfreward.backends.processors import (
+    BatchedRegexProcessor,
+    NucleusSampler,
+    ScoreReader,
+    StopOnStrings,
+    TokenStats,
+    cut_lengths,
+)
+from selfreward.prompting import cut
 from selfreward.records import Completion
 
 
@@ -205,9 +214,12 @@ class HFBackend:
         return [NucleusSampler(temperature, top_p, top_k)] if temperature > 0 else []
 
     @torch.inference_mode()
-    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
+    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample",
+                 stop=()):
         """n completions per prompt, each with its log-prob and entropy read off generate's own logits and the torch
-        seed its batch was sampled under (seed + batch index)."""
+        seed its batch was sampled under (seed + batch index). With `stop` strings a row ends once it holds one, and
+        comes back cut before it, its figures over the tokens kept (where the cut falls inside a token, the text comes
+        back whole and the caller cuts it)."""
         out: list[list[Completion]] = [[] for _ in prompts]
         kw = self._gen_kwargs(temperature, top_p, top_k, max_new_tokens)
         for b, idx in enumerate(self._batches(prompts, max(1, batch_size // n), desc)):
@@ -223,10 +235,18 @@ class HFBackend:
                 enc = {k: v.repeat_interleave(n, 0) for k, v in enc.items()}
             elif enc["input_ids"].shape[1] > 1:
                 enc = self._prefill(enc, cache)
-            seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors, **kw)
-            gen = seqs[:, enc["input_ids"].shape[1] :]
+            width = enc["input_ids"].shape[1]
+            criteria = StoppingCriteriaList([StopOnStrings(self.tokenizer, stop, width)] if stop else [])
+            seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors,
+                                       stopping_criteria=criteria, **kw)
+            gen = seqs[:, width:]
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
-            row_stats = stats.per_row(gen, -1 if self.tokenizer.eos_token_id is None else self.tokenizer.eos_token_id)
+            lengths = None
+            if stop:
+                lengths = cut_lengths(self.tokenizer, gen, texts, [cut(t, stop) for t in texts])
+                texts = [t if m is None else cut(t, stop) for t, m in zip(texts, lengths)]
+            eos = self.tokenizer.eos_token_id
+            row_stats = stats.per_row(gen, -1 if eos is None else eos, lengths)
             for j, i in enumerate(idx):
                 rows = range(j * n, (j + 1) * n)
                 out[i] = [Completion(texts[r], *row_stats[r], seed=seed + b) for r in rows]

@@ -76,18 +76,52 @@ class TokenStats:
     def _logp(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.prev.gather(-1, tokens[:, None]).squeeze(-1).float() - self.lse_prev
 
-    def per_row(self, generated: torch.Tensor, stop_id: int) -> list[tuple[float, float]]:
-        """(mean log-prob, mean entropy) per row over its tokens up to and including the first `stop_id` (EOS)."""
+    def per_row(self, generated: torch.Tensor, stop_id: int,
+                lengths: list[int | None] | None = None) -> list[tuple[float, float]]:
+        """(mean log-prob, mean entropy) per row over its tokens up to and including the first `stop_id` (EOS), or
+        over its first `lengths[row]` tokens where that is given (a response cut at a stop string)."""
         if self.prev is None:
             return [(math.nan, math.nan)] * len(generated)
         last = self._logp(generated[:, len(self.chosen)])
         chosen, entropy = torch.stack(self.chosen + [last], 1), torch.stack(self.entropy, 1)
         stop = (generated == stop_id).int()
         kept = (stop.cumsum(1) - stop) == 0  # before the first stop, and the stop itself
+        if lengths is not None and any(n is not None for n in lengths):
+            cols = torch.arange(generated.shape[1], device=generated.device)[None, :]
+            n = torch.tensor([generated.shape[1] if m is None else m for m in lengths], device=generated.device)
+            given = torch.tensor([m is not None for m in lengths], device=generated.device)[:, None]
+            kept = torch.where(given, cols < n[:, None], kept)
         n = kept.sum(1).clamp_min(1)
         lp = torch.where(kept, chosen, 0.0).sum(1) / n
         ent = torch.where(kept, entropy, 0.0).sum(1) / n
         return list(zip(lp.tolist(), ent.tolist()))
+
+
+class StopOnStrings:
+    """A stopping criterion: a row is done once its generated text holds one of `stops` (a base model's newline or
+    comma after its answer), so a batch ends when every row has answered, not at `max_new_tokens`."""
+
+    def __init__(self, tokenizer, stops, prompt_width: int):
+        self.tokenizer, self.stops, self.width = tokenizer, [s for s in stops if s], prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
+
+
+def cut_lengths(tokenizer, generated: torch.Tensor, texts: list[str], cut_texts: list[str]) -> list[int | None]:
+    """Per row, how many generated tokens decode to exactly its cut text (None where the row was not cut, or the cut
+    falls inside a token: that row's figures are then taken teacher-forced)."""
+    out: list[int | None] = []
+    for row, text, kept in zip(generated.tolist(), texts, cut_texts):
+        if kept == text or not kept:
+            out.append(None)
+            continue
+        m = next((m for m in range(1, len(row) + 1) if len(tokenizer.decode(row[:m], skip_special_tokens=True))
+                  > len(kept)), None)  # the first token that reaches past the kept text
+        m = None if m is None else m - 1
+        out.append(m if m and tokenizer.decode(row[:m], skip_special_tokens=True) == kept else None)
+    return out
 
 
 class NucleusSampler:

@@ -99,9 +99,10 @@ class VLLMBackend:
         return self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=self.progress,
                                  lora_request=self.lora)
 
-    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample"):
+    def generate(self, prompts, n, temperature, top_p, top_k, max_new_tokens, seed, batch_size=512, desc="sample",
+                 stop=()):
         """n completions per prompt (vLLM's scheduler batches; `batch_size` is not needed); prompt i is seeded
-        seed + i."""
+        seed + i. Texts come back whole (`stop` is the caller's to apply, with teacher-forced figures)."""
         from vllm import SamplingParams
 
         greedy = temperature <= 0

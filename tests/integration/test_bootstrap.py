@@ -75,3 +75,41 @@ def test_seed_cli_writes_a_model_directory_the_loop_takes(tmp_path, cache_dir):
     assert figures["seed_prompts"] == 32 and (out / "model.safetensors").is_file()
     rows = run_loop([*SMALL, f"model.path={out}"], tmp_path / "run")
     assert [r["iteration"] for r in rows] == [0, 1]
+
+
+def test_a_control_on_m0_never_sees_its_seed_split(tmp_path, cache_dir):
+    """M0 lists the prompts it was built on; a run on `model.path=RUN/m0` (the controls) leaves them out of training
+    and evaluation whatever its pool sizes: here the pool holds them and two iterations wrap around it."""
+    run = tmp_path / "run"
+    run_loop([*SMALL, "model.bootstrap.enabled=true", "iterations=0"], run)
+    seed_texts = set(json.loads((run / "m0" / "bootstrap.json").read_text())["seed_prompt_texts"])
+    assert len(seed_texts) == 32
+    control = tmp_path / "control"
+    rows = run_loop([*SMALL, f"model.path={run / 'm0'}", "data.prompts_per_iteration=64", "iterations=2"], control)
+    assert rows[0]["data/seed_split_excluded"] == 32
+    for it in (1, 2):
+        cands = [json.loads(line) for line in (control / f"iter_{it:03d}" / "candidates.jsonl").read_text().splitlines()]
+        assert cands and not {c["prompt"] for c in cands} & seed_texts
+    evals = [json.loads(line) for line in (control / "iter_000" / "eval.jsonl").read_text().splitlines()]
+    assert not {e["prompt"] for e in evals} & seed_texts
+
+
+def test_sequence_task_through_the_loop_with_m0(tmp_path, cache_dir):
+    """`data.task=sequence` end to end on a small model built here (the tiny recipe with room for the rubric): M0
+    on the task's own seed split, a score-only self-judge, selection, LoRA training, evaluation."""
+    run = tmp_path / "run"
+    rows = run_loop(["+experiment=tiny", "data.task=sequence", "data.n_train=64", "data.n_eval=16",
+                     "model.seed.max_positions=384", "judge.rubric.template=sequence_score_base.jinja",
+                     "judge.rubric.reasoning_regex=''", "judge.rubric.score_prefix='\nScore(1-5):'",
+                     "sampling.stop=[',']", "model.bootstrap.enabled=true", "model.bootstrap.prompts=16",
+                     "model.bootstrap.k=4", "model.bootstrap.epochs=1", "model.bootstrap.batch_size=8",
+                     "iterations=1"], run)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert rows[1]["train/steps"] > 0 and rows[1]["select/kept"] > 0
+    cands = [json.loads(line) for line in (run / "iter_001" / "candidates.jsonl").read_text().splitlines()]
+    assert all("," not in c["text"] for c in cands)  # cut at the stop string
+    assert all(c["prompt"].endswith(",") and c["answer"].isdigit() for c in cands)
+    judged = [json.loads(line) for line in (run / "iter_001" / "judgments.jsonl").read_text().splitlines()]
+    assert len(judged) == len(cands) and all(1.0 <= j["score"] <= 5.0 for j in judged)
+    seed_texts = set(json.loads((run / "m0" / "bootstrap.json").read_text())["seed_prompt_texts"])
+    assert not seed_texts & {c["prompt"] for c in cands}

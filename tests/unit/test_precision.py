@@ -36,12 +36,66 @@ def test_auto_picks_by_the_measured_rates():
     cpu = torch.device("cpu")
     choice = precision.measured("cpu")
     assert choice["fp32_gflops"] > 0 and choice["bf16_gflops"] > 0
-    faster = choice["bf16_gflops"] > precision.MARGIN * choice["fp32_gflops"]
-    assert choice["dtype"] == ("bfloat16" if faster else "float32")
+    # the choice is decide()'s on the medians it measured and the CPU's flags
+    rates = [(choice["fp32_gflops"], choice["bf16_gflops"])]
+    assert choice["dtype"] == precision.decide(rates, choice["native_bf16"])[0]
     assert precision.resolve("auto", cpu) == {"bfloat16": torch.bfloat16, "float32": torch.float32}[choice["dtype"]]
     assert precision.chosen()["cpu"] == choice  # what run.json records
     # an explicit setting is taken as it is, whatever the CPU
     assert precision.resolve("float32", cpu) == torch.float32 and precision.resolve("bfloat16", cpu) == torch.bfloat16
+
+
+@pytest.mark.parametrize("rounds, native, expected", [
+    ([(200, 850)], True, "bfloat16"),  # AVX512-BF16, quiet machine
+    ([(330, 1700)], None, "bfloat16"),  # no flags to go by (another OS): the timing decides
+    ([(170, 1)], False, "float32"),  # AVX2: emulated bf16
+    ([(1.1, 112.4)], False, "float32"),  # a busy moment slowed fp32 100x on a CPU without bf16: not fooled
+    ([(1.1, 112.4)], True, "bfloat16"),  # the same timings on a CPU that has it: bf16 is right there anyway
+    ([(157.8, 204.1)], True, "float32"),  # ambiguous (under the margin) on a bf16 CPU: fp32, the safe choice
+    ([(160, 362), (158, 204), (159, 350)], True, "bfloat16"),  # re-measured: the median of the rounds decides
+    ([(160, 140), (150, 1), (170, 2)], False, "float32"),
+])
+def test_decide_on_injected_timings(rounds, native, expected):
+    dtype, why = precision.decide([(a * 1e9, b * 1e9) for a, b in rounds], native)
+    assert dtype == expected, why
+
+
+def test_a_contradiction_with_the_flags_is_reported():
+    _, why = precision.decide([(1.0, 100.0)], False)
+    assert "no native bf16" in why and "safe" in why
+    _, why = precision.decide([(200.0, 100.0)], True)
+    assert "advertises native bf16" in why
+
+
+def test_ambiguous_ratio_is_measured_again(monkeypatch):
+    monkeypatch.setenv(precision.PROBE_ENV, "fp32=100,bf16=120;fp32=100,bf16=400;fp32=100,bf16=390;fp32=1,bf16=1")
+    rounds, _ = precision.probe(torch.device("cpu"))
+    assert len(rounds) == 1 + precision.REMEASURE  # at most this many, however ambiguous
+    monkeypatch.setenv(precision.PROBE_ENV, "fp32=100,bf16=1;fp32=1,bf16=1")
+    assert len(precision.probe(torch.device("cpu"))[0]) == 1  # clear at once: no second round
+
+
+def test_flags_say_what_the_cpu_advertises(monkeypatch):
+    assert precision.native_bf16({"avx2", "fma"}) is False
+    assert precision.native_bf16({"avx512f", "avx512_bf16"}) is True
+    assert precision.native_bf16({"amx_bf16", "avx2"}) is True
+    assert precision.native_bf16(set()) is None
+    monkeypatch.setenv(precision.FLAGS_ENV, "avx2")
+    assert precision.cpu_flags() == {"avx2"}
+
+
+def test_pinned_choice_is_taken_without_measuring(monkeypatch):
+    saved = dict(precision.CHOSEN)
+    try:
+        monkeypatch.setenv(precision.PROBE_ENV, "fp32=1,bf16=1000")  # would pick bf16 if measured
+        monkeypatch.setenv(precision.FLAGS_ENV, "avx512_bf16")
+        precision.pin({"cpu": {"dtype": "float32", "fp32_gflops": 150.0, "bf16_gflops": 1.0, "why": "x"}})
+        assert precision.resolve("auto", torch.device("cpu")) == torch.float32
+        assert "recorded in run.json" in precision.chosen()["cpu"]["why"]
+    finally:
+        precision.CHOSEN.clear()
+        precision.CHOSEN.update(saved)
+        precision.measured.cache_clear()
 
 
 def test_bf16_weights_train_with_fp32_adapters_and_autocast(models):
