@@ -4,7 +4,8 @@
     python analysis/compare.py RUN_A RUN_B --out compare/ --wandb-report
 
 Writes one PNG per panel (accuracy, diversity, saturation per iteration; one line per run, labelled by
-the swept values) and `table.md` (one row per run: swept parameters and final metrics).
+the swept values), `table.md` (one row per run: swept parameters and final metrics) and `iterations.md` (one row per
+run and iteration: accuracy, the judge's ranking, selection precision, collapse, time per stage).
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ PANELS = {
     "saturation": ["judge/train_saturation", "judge/auc_within"],
 }
 COLUMNS = ["eval/accuracy", "eval/greedy_accuracy", "judge/auc_within", "select/verified_precision",
-           "sample/accuracy", "diversity/answer_entropy", "judge/train_saturation", "time/iteration_s"]
+           "select/pair_precision", "sample/accuracy", "diversity/answer_entropy", "judge/train_saturation",
+           "time/iteration_s"]
+
+
+# the per-iteration table (`--iterations`): what says whether the loop helped, and at what cost
+ITERATION_COLUMNS = {"eval/accuracy": "eval acc", "eval/greedy_accuracy": "greedy", "judge/auc_within": "auc_within",
+                     "sample/accuracy": "sample acc", "select/verified_precision": "verified prec",
+                     "select/pair_precision": "pair prec", "diversity/answer_entropy": "answer entropy",
+                     "collapse/answer_entropy": "vs it0", "diversity/duplicate_rate": "duplicates",
+                     "time/sample_s": "sample s", "time/judge_s": "judge s", "time/train_s": "train s",
+                     "time/eval_s": "eval s"}
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -63,6 +74,17 @@ def table(runs: list[dict]) -> str:
         cells = [r["run"].name, *(r["swept"].get(p, "") for p in params), str(last["iteration"]),
                  *(fmt(last.get(c)) for c in COLUMNS), str(len(r["alerts"]))]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def iteration_table(runs: list[dict]) -> str:
+    """One row per run and iteration (iteration 0: the starting model, evaluated before training)."""
+    head = ["run", "it", *ITERATION_COLUMNS.values()]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        for row in r["rows"]:
+            cells = [r["name"], str(row["iteration"]), *(fmt(row.get(c)) for c in ITERATION_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -128,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     md = table(runs)
     (args.out / "table.md").write_text(md)
+    per_iteration = iteration_table(runs)
+    (args.out / "iterations.md").write_text(per_iteration)
+    print(per_iteration)
     written = plots(runs, args.out)
     print(md)
-    print("wrote " + ", ".join(str(p) for p in [args.out / "table.md", *written]))
+    print("wrote " + ", ".join(str(p) for p in [args.out / "table.md", args.out / "iterations.md", *written]))
     if args.wandb_report:
         print(wandb_report(runs, f"selfreward: {args.paths[0].name}"))
     return 0

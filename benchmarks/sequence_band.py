@@ -29,7 +29,6 @@ SETTINGS = {  # name: data.sequence_* (min_terms, max_terms, min_start, max_star
     "3-5 terms, start 1-60, step 2-12": (3, 5, 1, 60, 2, 12),
     "3 terms, start 1-60, step 2-12": (3, 3, 1, 60, 2, 12),
     "5 terms, start 1-60, step 2-12": (5, 5, 1, 60, 2, 12),
-    "4 terms, start 1-99, step 2-19": (4, 4, 1, 99, 2, 19),
 }
 
 

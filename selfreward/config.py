@@ -124,8 +124,8 @@ class AlertsConfig:
     prefers_wrong_rate: float | None = opt(0.5, "alert when the judge prefers a wrong candidate to a right one this "
                                                 "often")
     contamination: float | None = opt(0.0, "alert when this share of eval prompts overlap training prompts")
-    chosen_logp_change: float | None = opt(-2.0, "train=dpo: alert when the chosen responses' log-prob (nats, summed "
-                                                 "over a response) falls by more than this over an iteration")
+    chosen_logp_change: float | None = opt(-0.1, "train=dpo: alert when the chosen responses' log-prob per token "
+                                                 "(nats) falls by more than this over an iteration (x0.9 per token)")
     judge_auc_within_min: float | None = opt(0.6, "alert when the judge's within-prompt AUC against the verifier "
                                                   "falls below this (iteration 0: the preflight, before training)")
     early_stop: bool = opt(False, "stop the loop after an iteration that raised an alert (a judge alert at "

@@ -54,75 +54,108 @@ def length_controlled(ranked: list[_Scored], tolerance: float) -> list[_Scored]:
     return sorted(near, key=lambda s: (len(s.c.text), -s.score, s.c.cand_idx)) + ranked[len(near) :]
 
 
+# One function per strategy: (the group's scored candidates, the config, a per-prompt random stream) ->
+# (kept, the preference pair as (chosen, rejected) or None, why nothing was kept or None). Only `judge` reads scores,
+# only `oracle` reads the verifier's verdict.
+Choice = tuple[list[_Scored], tuple[_Scored, _Scored] | None, str | None]
+
+
+def distinct(chosen: _Scored, candidates: list[_Scored]) -> list[_Scored]:
+    """The candidates whose text differs from `chosen`'s: a pair of equal texts gives DPO no gradient."""
+    return [s for s in candidates if s.c.text != chosen.c.text]
+
+
+def by_judge(scored: list[_Scored], cfg: SelectionConfig, rng: random.Random) -> Choice:
+    """Top-k at or above the threshold, with the margin rule; the pair is best vs worst (Self-Rewarding LMs), or the
+    worst of another text, where the gap is at least `pair_margin` (saturation and the threshold do not apply)."""
+    valid = [s for s in scored if not math.isnan(s.score)]
+    if not valid:
+        return [], None, "no_valid"
+    ranked = _order(valid, lambda s: s.score, cfg.tie_break)
+    margin = ranked[0].score - ranked[-1].score
+    if cfg.length_tolerance > 0:  # Meta-Rewarding's length control: near-best and shorter beats best
+        ranked = length_controlled(ranked, cfg.length_tolerance)
+    others = distinct(ranked[0], _order(valid, lambda s: s.score, cfg.tie_break))
+    worst = others[-1] if others else None
+    pair = None
+    if worst is not None and (gap := ranked[0].score - worst.score) > 0 and gap >= cfg.pair_margin:
+        pair = ranked[0], worst
+    if len(valid) > 1 and margin < cfg.min_margin:
+        return [], pair, "saturated"
+    keep = [s for s in ranked[: cfg.top_k] if cfg.threshold is None or s.score >= cfg.threshold]
+    return keep, pair, None if keep else "abstained"
+
+
+def by_random(scored: list[_Scored], cfg: SelectionConfig, rng: random.Random) -> Choice:
+    """The control that ignores the judge: k at random; the pair a random chosen and a random rejected of another
+    text."""
+    keep = rng.sample(scored, min(cfg.top_k, len(scored)))
+    chosen = rng.choice(scored)
+    others = distinct(chosen, scored)
+    return keep, (chosen, rng.choice(others)) if others else None, None
+
+
+def by_majority(scored: list[_Scored], cfg: SelectionConfig, rng: random.Random) -> Choice:
+    """Self-consistency: the most common final answer (first sampled among equals); the pair it vs a dissenting
+    answer."""
+    votes = Counter(s.c.final for s in scored if s.c.final is not None)
+    if not votes:
+        return [], None, "no_answer"
+    top = max(votes.values())
+    winner = next(s.c.final for s in sorted(scored, key=lambda s: s.c.cand_idx) if votes.get(s.c.final) == top)
+    keep = _order([s for s in scored if s.c.final == winner], lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
+    other = next((s for s in distinct(keep[0], scored) if s.c.final != winner), None)
+    return keep, (keep[0], other) if other else None, None
+
+
+def by_logprob(scored: list[_Scored], cfg: SelectionConfig, rng: random.Random) -> Choice:
+    """Sharpening: the highest mean token log-prob; the pair the most vs the least likely of another text."""
+    ranked = _order(scored, lambda s: s.c.logprob, cfg.tie_break)
+    others = [s for s in distinct(ranked[0], ranked) if s.c.logprob < ranked[0].c.logprob]
+    return ranked[: cfg.top_k], (ranked[0], others[-1]) if others else None, None
+
+
+def by_oracle(scored: list[_Scored], cfg: SelectionConfig, rng: random.Random) -> Choice:
+    """The verifier's picks, what a perfect judge would keep (the upper bound); the pair a right vs a wrong
+    answer."""
+    right = [s for s in scored if s.c.correct]
+    if not right:
+        return [], None, "abstained"
+    keep = _order(right, lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
+    wrong = next((s for s in scored if s.c.correct is False), None)
+    return keep, (keep[0], wrong) if wrong else None, None
+
+
+STRATEGIES = {Strategy.judge: by_judge, Strategy.random: by_random, Strategy.majority: by_majority,
+              Strategy.logprob: by_logprob, Strategy.oracle: by_oracle}
+
+
 def select(candidates: list[Candidate], judgments: list[Judgment], cfg: SelectionConfig,
            seed: int = 0) -> tuple[list[Selection], list[Pair], dict]:
-    """(winners, preference pairs, select/ stats). A judgment's NaN score means it could not score: never kept.
-
-    Strategies: judge (top-k at or above a threshold, with a margin rule), random, majority (most common final
-    answer), logprob (highest mean token log-prob), oracle (the verifier's right answers: the upper bound a judge
-    could reach; the only strategy that reads `correct`). Only `judge` reads scores. Each also makes one preference
-    pair per prompt for DPO: judge best vs worst; the controls a random pair, the majority answer vs a dissenting one,
-    the most vs the least likely candidate, and a right vs a wrong answer.
-    """
+    """(winners, preference pairs, select/ stats) by `selection.strategy` (`STRATEGIES`). A judgment's NaN score
+    means it could not score: never kept. Each strategy also makes at most one preference pair per prompt for DPO,
+    never of two equal texts."""
     scores = {j.key: j.score for j in judgments}
     groups = by_prompt(candidates)
-    selected, pairs, counts = [], [], Counter()
+    pick = STRATEGIES[Strategy(cfg.strategy)]
+    selected, pairs, verdicts, counts = [], [], [], Counter()
     for pid, cands in groups.items():
         scored = [_Scored(c, scores.get(c.key, math.nan)) for c in cands]
-        if cfg.strategy == Strategy.judge:
-            valid = [s for s in scored if not math.isnan(s.score)]
-            if not valid:
-                counts["no_valid"] += 1
-                continue
-            ranked = _order(valid, lambda s: s.score, cfg.tie_break)
-            worst = ranked[-1]
-            margin = ranked[0].score - worst.score
-            if cfg.length_tolerance > 0:  # Meta-Rewarding's length control: near-best and shorter beats best
-                ranked = length_controlled(ranked, cfg.length_tolerance)
-            # the preference pair, as Self-Rewarding LMs makes it: best vs worst unless tied or closer than pair_margin
-            # (the SFT rules below, saturation and the threshold, do not apply to it)
-            if ranked[0] is not worst and (gap := ranked[0].score - worst.score) > 0 and gap >= cfg.pair_margin:
-                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, worst.c.text, pid, ranked[0].score, worst.score))
-            if len(valid) > 1 and margin < cfg.min_margin:
-                counts["saturated"] += 1
-                continue
-            keep = [s for s in ranked[: cfg.top_k] if cfg.threshold is None or s.score >= cfg.threshold]
-            if not keep:
-                counts["abstained"] += 1
-                continue
-        elif cfg.strategy == Strategy.random:
-            rng = random.Random(f"{cfg.seed}/{seed}/{pid}")  # str seeds hash deterministically
-            keep = rng.sample(scored, min(cfg.top_k, len(scored)))
-            if len(scored) > 1:  # the DPO control: a random chosen and a random rejected
-                chosen, rejected = rng.sample(scored, 2)
-                pairs.append(Pair(cands[0].prompt, chosen.c.text, rejected.c.text, pid, chosen.score, rejected.score))
-        elif cfg.strategy == Strategy.majority:
-            votes = Counter(s.c.final for s in scored if s.c.final is not None)
-            if not votes:
-                counts["no_answer"] += 1
-                continue
-            top = max(votes.values())
-            winner = next(s.c.final for s in sorted(scored, key=lambda s: s.c.cand_idx) if votes.get(s.c.final) == top)
-            keep = _order([s for s in scored if s.c.final == winner], lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
-            if other := next((s for s in scored if s.c.final != winner), None):  # a winner vs a dissenting answer
-                pairs.append(Pair(cands[0].prompt, keep[0].c.text, other.c.text, pid, keep[0].score, other.score))
-        elif cfg.strategy == Strategy.oracle:  # the verifier's picks: what a perfect judge would keep
-            right = [s for s in scored if s.c.correct]
-            if not right:
-                counts["abstained"] += 1
-                continue
-            keep = _order(right, lambda s: 0.0, cfg.tie_break)[: cfg.top_k]
-            if wrong := next((s for s in scored if s.c.correct is False), None):
-                pairs.append(Pair(cands[0].prompt, keep[0].c.text, wrong.c.text, pid, keep[0].score, wrong.score))
-        else:
-            ranked = _order(scored, lambda s: s.c.logprob, cfg.tie_break)
-            keep = ranked[: cfg.top_k]
-            if len(ranked) > 1 and ranked[0].c.logprob > ranked[-1].c.logprob:  # most vs least likely
-                pairs.append(Pair(cands[0].prompt, ranked[0].c.text, ranked[-1].c.text, pid, ranked[0].score,
-                                  ranked[-1].score))
+        keep, pair, why = pick(scored, cfg, random.Random(f"{cfg.seed}/{seed}/{pid}"))  # str seeds hash stably
+        if why:
+            counts[why] += 1
+        if pair is not None:
+            chosen, rejected = pair
+            pairs.append(Pair(cands[0].prompt, chosen.c.text, rejected.c.text, pid, chosen.score, rejected.score))
+            verdicts.append((chosen.c.correct, rejected.c.correct))
         selected += [Selection(s.c.prompt, s.c.text, pid, s.c.cand_idx, s.score, s.c.correct) for s in keep]
     n = max(1, len(groups))
     verified = [s.correct for s in selected if s.correct is not None]
+    checked = [(a, b) for a, b in verdicts if a is not None and b is not None]
+
+    def share(test) -> float:
+        return sum(map(test, checked)) / len(checked) if checked else math.nan
+
     stats = {
         "select/kept": len(selected),
         "select/prompts_kept": len({s.prompt_id for s in selected}) / n,
@@ -131,5 +164,9 @@ def select(candidates: list[Candidate], judgments: list[Judgment], cfg: Selectio
         "select/mean_score": mean(s.score for s in selected),
         "select/verified_precision": sum(verified) / len(verified) if verified else math.nan,
         "select/pairs": len(pairs),
+        # where the verifier can tell: pairs that teach the right thing, and the two kinds that teach nothing sure
+        "select/pair_precision": share(lambda v: v[0] and not v[1]),
+        "select/pairs_both_right": share(lambda v: v[0] and v[1]),
+        "select/pairs_both_wrong": share(lambda v: not v[0] and not v[1]),
     }
     return selected, pairs, stats

@@ -13,7 +13,7 @@ RULES = [
     ("hacking", "hacking/length_score_corr", "max", "length_score_corr"),
     ("hacking", "hacking/prefers_wrong_rate", "max", "prefers_wrong_rate"),
     ("contamination", "contamination/overlap", "max", "contamination"),
-    ("likelihood", "train/logps_chosen_change", "min", "chosen_logp_change"),
+    ("likelihood", "train/logps_chosen_change_per_token", "min", "chosen_logp_change"),
     ("judge", "judge/auc_within", "min", "judge_auc_within_min"),
 ]
 # what the judge alert tells a user to try: the loop trains on the judge's picks, so a judge that cannot rank one

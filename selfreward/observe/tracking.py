@@ -18,6 +18,7 @@ TABLE = [
     ("greedy", "eval/greedy_accuracy", "{:.3f}"),
     ("sample acc", "sample/accuracy", "{:.3f}"),
     ("sel prec", "select/verified_precision", "{:.3f}"),
+    ("pair prec", "select/pair_precision", "{:.3f}"),
     ("kept", "select/kept", "{:d}"),
     ("auc_w", "judge/auc_within", "{:.3f}"),
     ("auc", "judge/auc", "{:.3f}"),
@@ -100,7 +101,8 @@ class Tracker:
 
 
 PLOTS = {
-    "accuracy": ["eval/accuracy", "eval/greedy_accuracy", "sample/accuracy", "select/verified_precision"],
+    "accuracy": ["eval/accuracy", "eval/greedy_accuracy", "sample/accuracy", "select/verified_precision",
+                 "select/pair_precision"],
     "judge": ["judge/auc_within", "judge/auc", "judge/agreement", "judge/train_auc_within", "judge/consistency"],
     "diversity": ["collapse/answer_entropy", "collapse/distinct_2", "diversity/duplicate_rate",
                   "judge/train_saturation", "collapse/kl_to_seed"],

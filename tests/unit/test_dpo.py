@@ -1,6 +1,7 @@
 """LoRA-DPO (`train=dpo`): the loss and reward figures equal TRL's DPOTrainer, and an iteration moves its own pairs."""
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -76,3 +77,6 @@ def test_one_dpo_iteration_widens_the_margin_of_its_own_pairs(tiny_model):
     assert stats["train/rewards_margin"] > 0 and stats["train/rewards_accuracy"] == 1.0  # chosen rose over rejected
     assert stats["train/logps_chosen"] - stats["train/logps_rejected"] > 0
     assert stats["train/logps_chosen_change"] == pytest.approx(stats["train/rewards_chosen"] / 0.1)
+    # per token (each chosen response is 3 characters and EOS here): a finite, nonzero move, smaller than the sum
+    per_token = stats["train/logps_chosen_change_per_token"]
+    assert math.isfinite(per_token) and 0 < abs(per_token) < abs(stats["train/logps_chosen_change"])

@@ -49,6 +49,33 @@ def test_sampling_pass_log_probs_match_teacher_forcing():
     assert all(a < 0 for a, _ in fast)
 
 
+def test_rows_end_at_stop_strings_with_the_figures_of_the_tokens_kept():
+    """With stop strings a row ends once it holds one and comes back cut before it (the draws are those of a run
+    without them); its log-prob and entropy are the means over the kept tokens, as a forward pass gives them."""
+    from selfreward.backends.hf import load
+    from selfreward.prompting import cut
+    from selfreward.tasks.recipe import SeedRecipe
+    from selfreward.tasks.seed import ensure_seed
+
+    model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu", dtype="float32")
+    prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
+    backend = HFBackend(model, tok, progress=False)
+    whole = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)
+    stopped = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5, stop=["="])
+    pairs = [(p, a, b) for p, ca, cb in zip(prompts, whole, stopped) for a, b in zip(ca, cb)]
+    assert all(b.text == cut(a.text, ["="]) for _, a, b in pairs)
+    assert any(b.text != a.text for _, a, b in pairs)  # the stop string was met
+    for p, _, b in pairs:
+        ids = tok(p + b.text, add_special_tokens=False, return_tensors="pt").input_ids
+        n = len(tok(p, add_special_tokens=False).input_ids)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, n - 1 : -1].float(), -1)
+        tok_lp = logp.gather(-1, ids[0, n:, None]).squeeze(-1)
+        ent = -(logp.exp() * logp).sum(-1)
+        assert b.logprob == pytest.approx(float(tok_lp.mean()), abs=1e-4)
+        assert b.entropy == pytest.approx(float(ent.mean()), abs=1e-4)
+
+
 @pytest.mark.parametrize("reserve", [0, 3, 40])
 def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, reserve):
     """The preallocated cache (no per-token concatenation) gives generate the same logits and tokens as transformers'

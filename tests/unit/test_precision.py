@@ -68,7 +68,7 @@ def test_a_contradiction_with_the_flags_is_reported():
 
 
 def test_ambiguous_ratio_is_measured_again(monkeypatch):
-    monkeypatch.setenv(precision.PROBE_ENV, "fp32=100,bf16=120;fp32=100,bf16=400;fp32=100,bf16=390;fp32=1,bf16=1")
+    monkeypatch.setenv(precision.PROBE_ENV, "fp32=100,bf16=120;fp32=100,bf16=140;fp32=100,bf16=110;fp32=1,bf16=1")
     rounds, _ = precision.probe(torch.device("cpu"))
     assert len(rounds) == 1 + precision.REMEASURE  # at most this many, however ambiguous
     monkeypatch.setenv(precision.PROBE_ENV, "fp32=100,bf16=1;fp32=1,bf16=1")

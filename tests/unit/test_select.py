@@ -139,3 +139,32 @@ def test_oracle_keeps_verified_answers_only():
     assert [(s.prompt_id, s.completion) for s in selected] == [("a", "x=3")]
     assert [(p.chosen, p.rejected) for p in pairs] == [("x=3", "x=22")]
     assert stats["select/verified_precision"] == 1.0 and stats["select/abstained"] == 0.5
+
+
+def test_no_strategy_pairs_two_equal_texts():
+    """Duplicates are common (a base model repeats its answer; a sampled judge can score them apart): a pair of
+    equal texts gives DPO no gradient, so none is made; with only one distinct text there is no pair."""
+    dup = cands(["x=3", "x=3", "x=3", "x=4"], finals=["3", "3", "3", "4"], logprobs=[-0.1, -0.1, -0.1, -2.0],
+                correct=[True, True, True, False])
+    same = cands(["x=5", "x=5", "x=5"], pid="q", finals=["5"] * 3, logprobs=[-0.1, -0.3, -0.2],
+                 correct=[True] * 3)
+    scores = {("p", 0): 5.0, ("p", 1): 1.0, ("p", 2): 4.0, ("p", 3): 2.0, ("q", 0): 5.0, ("q", 1): 1.0, ("q", 2): 3.0}
+    for strategy in ("judge", "random", "majority", "logprob", "oracle"):
+        for seed in range(10):
+            _, pairs, _ = select(dup + same, scores, cfg(strategy=strategy, seed=seed))
+            assert all(p.chosen != p.rejected for p in pairs), strategy
+            assert [p.prompt_id for p in pairs] == ["p"], strategy  # q holds one text: no pair
+    _, pairs, _ = select(dup, scores, cfg())
+    assert (pairs[0].chosen, pairs[0].rejected) == ("x=3", "x=4")  # the worst of another text, not the twin
+
+
+def test_pair_precision_says_how_many_pairs_the_verifier_backs():
+    c = (cands(["a", "b"], pid="p", correct=[True, False]) + cands(["c", "d"], pid="q", correct=[True, True])
+         + cands(["e", "f"], pid="r", correct=[False, False]) + cands(["g", "h"], pid="s", correct=[False, True]))
+    scores = {(pid, 0): 5.0 for pid in "pqrs"} | {(pid, 1): 1.0 for pid in "pqrs"}
+    _, pairs, st = select(c, scores, cfg())
+    assert len(pairs) == 4
+    assert st["select/pair_precision"] == 0.25 and st["select/pairs_both_right"] == 0.25
+    assert st["select/pairs_both_wrong"] == 0.25  # and one pair the wrong way round
+    _, _, st = select(cands(["a", "b"]), {("p", 0): 5.0, ("p", 1): 1.0}, cfg())
+    assert math.isnan(st["select/pair_precision"])  # no verdicts: unmeasured, not zero
