@@ -14,6 +14,7 @@ from selfreward.backends.precision import autocast_dtype
 # one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
 # seed on 2 CPU cores: ~4 ms of per-call overhead); it decides where length_buckets cuts
 CALL_OVERHEAD_TOKENS = 64
+CPU = torch.device("cpu")
 
 
 def length_buckets(lengths: list[int], max_rows: int = 0, overhead: int = CALL_OVERHEAD_TOKENS) -> list[list[int]]:
@@ -42,6 +43,18 @@ def length_buckets(lengths: list[int], max_rows: int = 0, overhead: int = CALL_O
     return chunks[::-1]
 
 
+def step_plan(rows: list, world: int, micro_batch: int = 0) -> list[list[list]]:
+    """Every rank's micro-batches of one step: rank r trains `rows[r::world]`, cut by `length_buckets`.
+
+    Every rank draws the same rows, so each can work out all ranks' plans: the whole step's normaliser and how many
+    forward/backward calls every rank must make (under DDP/FSDP each backward is a collective)."""
+    plans = []
+    for r in range(world):
+        mine = rows[r::world]
+        plans.append([[mine[i] for i in chunk] for chunk in length_buckets([e.length for e in mine], micro_batch)])
+    return plans
+
+
 class TrainingAborted(RuntimeError):
     """Too many non-finite losses in a row; the last good weights are kept."""
 
@@ -63,6 +76,7 @@ def fit(
     accelerator=None,
     desc: str = "train",
     progress: bool = True,
+    grads_hook: Callable[[int, list], None] | None = None,
 ) -> dict:
     """Run `steps` AdamW steps on the rows `draw(step)` returns (each with a `length`).
 
@@ -70,8 +84,10 @@ def fit(
     `loss(model, batch, denominator)` is the micro-batch's loss summed and divided by the whole step's weight. Each
     step's rows go through in micro-batches of similar length (`length_buckets`, at most `micro_batch` rows
     each when > 0), gradients accumulated, the loss normalised over the whole step. With an `accelerator` (accelerate,
-    one process per device) every rank draws the same batch and trains on its own slice of it.
+    one process per device) every rank draws the same batch and trains on its own slice of it (`step_plan`); the step's
+    gradient is the one-process gradient, whatever the row lengths and `len(rows) % processes`.
     Non-finite losses skip the step (on every rank); `max_bad_steps` of them in a row raise TrainingAborted.
+    `grads_hook(step, params)`, if given, sees each step's final gradients before clipping (tests compare them).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     amp = autocast_dtype(model)  # bf16 weights: bf16 matmuls, while LoRA weights and AdamW's state stay fp32
@@ -80,6 +96,8 @@ def fit(
     if accelerator is not None:
         model, opt = accelerator.prepare(model, opt)
         rank, world = accelerator.process_index, accelerator.num_processes
+        # FSDP2 swaps the parameters for sharded ones: clip (and hook) the ones the optimizer now holds
+        params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
 
     def lr_at(step: int) -> float:
@@ -94,22 +112,28 @@ def fit(
     losses, skipped, bad_run, tokens = [], 0, 0, 0
     bar = tqdm(range(steps), desc=desc, disable=not progress or rank > 0, leave=False, dynamic_ncols=True)
     for step in bar:
-        rows = draw(step)[rank::world]
-        batches = [collate([rows[i] for i in chunk], pad_id, device)
-                   for chunk in length_buckets([e.length for e in rows], micro_batch)]
-        weight = sum(b["weight"] for b in batches) or 1.0  # the loss is the whole step's mean
+        rows = draw(step)
+        # every rank collates every rank's micro-batches (the others' on the CPU, for their weights only)
+        plans = [[collate(chunk, pad_id, device if r == rank else CPU) for chunk in plan]
+                 for r, plan in enumerate(step_plan(rows, world, micro_batch))]
+        weight = sum(b["weight"] for plan in plans for b in plan) or 1.0  # the loss is the whole step's mean
+        mine, calls = plans[rank], max(len(plan) for plan in plans)
+        spare = collate([min(rows, key=lambda e: e.length)], pad_id, device) if len(mine) < calls else None
         total, finite = 0.0, True
-        for batch in batches:
+        for i in range(calls):
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                value = loss(model, batch, weight)
-            if not torch.isfinite(value):
-                finite = False
-                break
+                # over weight / world: DDP and FSDP average the ranks' gradients, so they add up to the step's mean
+                value = loss(model, mine[i] if i < len(mine) else spare, weight / world)
+            if i >= len(mine):  # fewer micro-batches than another rank: join its backward's collectives, adding 0
+                value = value * 0.0
+            # no break on a non-finite loss: the other ranks are still running their backwards
+            finite = finite and bool(torch.isfinite(value))
             accelerator.backward(value) if accelerator is not None else value.backward()
             total += value.item()
-            tokens += int(batch["attention_mask"].sum())
-        if accelerator is not None:  # every rank skips together, or DDP's collectives fall out of step
-            finite = bool(accelerator.reduce(torch.tensor(float(not finite), device=device), "sum").item() == 0)
+        if accelerator is not None:
+            # every rank skips together; each rank's total is over weight / world: the step's loss is their sum / world
+            flags = accelerator.reduce(torch.tensor([float(not finite), total], device=device), "sum")
+            finite, total = bool(flags[0].item() == 0), flags[1].item() / world
         if not finite:
             skipped += 1
             bad_run += 1
@@ -121,6 +145,9 @@ def fit(
                 )
             continue
         bad_run = 0
+        tokens += sum(int(b["attention_mask"].sum()) for plan in plans for b in plan)
+        if grads_hook is not None:
+            grads_hook(step, params)
         if accelerator is not None:
             accelerator.clip_grad_norm_(params, max_grad_norm)
         else:

@@ -67,6 +67,19 @@ def test_length_buckets_cover_rows_once_and_cut_at_length_jumps():
     assert length_buckets([]) == []
 
 
+def test_step_plan_gives_each_rank_its_slice_in_length_buckets():
+    from selfreward.train.fit import length_buckets, step_plan
+
+    rows = [Example([4] * n, 1) for n in (5, 60, 5, 60, 5, 60, 60)]
+    plans = step_plan(rows, world=2)
+    for r, plan in enumerate(plans):  # rank r trains rows[r::2], each once
+        assert sorted(id(e) for chunk in plan for e in chunk) == sorted(id(e) for e in rows[r::2])
+    assert [len(plan) for plan in plans] == [2, 1]  # 5 5 5 | 60 on rank 0, 60 60 60 on rank 1
+    whole = step_plan(rows, world=1)[0]
+    assert whole == [[rows[i] for i in chunk] for chunk in length_buckets([e.length for e in rows])]
+    assert step_plan(rows[:1], world=2)[1] == []  # a rank with no rows: `fit` gives it calls that add nothing
+
+
 def test_bucketed_step_has_the_full_batch_loss_and_gradient(tiny_model):
     """Micro-batches of similar length, normalised by the whole step's weight, give the full batch's loss and
     gradient: bucketing changes the speed, not the training."""
