@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from selfreward.records import Candidate
+from selfreward.scorers.sandbox import printable
 from selfreward.scorers.verifier import VerifierSettings, verdicts
 
 
@@ -58,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stored verdicts: {len(stored)}; the verifier differs on {len(differ)}")
     for row, ok, raw in differ[: args.show]:
         text = next(row[k] for k in ("text", "response", "completion") if isinstance(row.get(k), str))
-        print(f"  {row.get('prompt_id', '?')}/{row.get('cand_idx', 0)}: stored {row['correct']}, now {ok} ({raw}); "
-              f"answer {row.get('answer')!r}; response {text[-120:]!r}")
+        # the row and the candidate's output are untrusted: escape sequences in them must not reach the terminal
+        where = printable(f"{row.get('prompt_id', '?')}/{row.get('cand_idx', 0)}")
+        print(f"  {where}: stored {printable(str(row['correct']))}, now {ok} ({printable(raw or '')}); "
+              f"answer {printable(repr(row.get('answer')))}; response {printable(repr(text[-120:]))}")
     return 0
 
 

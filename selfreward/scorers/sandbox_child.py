@@ -1,13 +1,16 @@
 """The code that runs inside the sandbox: `python -I -S -u sandbox_child.py`, stdlib only, never imported by the parent.
 
-Two processes per run, each reading its job (JSON) from stdin:
+Two processes per run, each reading its job (JSON) from stdin, a pipe:
 - the *candidate server* execs the candidate's code, reports its top-level names, then answers calls to its
   functions on a pipe. It never sees the tests.
-- the *tests process* execs the tests with those names bound to proxies that call over the pipe, runs them (and
-  `check(entry_point)`), and writes the verdict to a pipe only the parent reads.
+- the *tests process* binds every name the candidate defines to a proxy that calls over the pipe (as plain exec of
+  code + tests would see them, builtins' names included), runs the row's prefix (the prompt's own code, whose helpers
+  stay the prompt's) if any, then the tests (and `check(entry_point)`), and writes the verdict to a pipe only the
+  parent reads.
 Arguments, results and exceptions cross as one line of Python literals read back with `ast.literal_eval` (never
 pickle): a result that is not a plain value (an object with its own `__eq__`, a generator) fails the test. Limits are
-set before any untrusted code runs; soft = hard, so they cannot be raised.
+set, stray descriptors closed and (where other processes share its uid) the process made non-dumpable before any
+untrusted code runs; soft = hard, so the limits cannot be raised.
 """
 
 import ast
@@ -150,16 +153,43 @@ def check(job: dict, channel: Channel, verdict_fd: int) -> None:
                            "the candidate's process did not offer its names")
     names, entry = first[1], job.get("entry_point")
     ns = {"__name__": "__tests__"}
+    # every name the candidate defines reaches the candidate, a builtin's too (a row's `max`, `sorted`): the tests'
+    # own imports and definitions, run after, take theirs back
     for name, offer in names.items():
-        if hasattr(builtins, name):  # the candidate cannot replace a builtin the tests use (abs, sorted, ...)
-            continue
         ns[name] = _proxy(name, channel) if offer[0] == "call" else offer[1]
+    prefix = _parse(job.get("prefix") or "")
+    if prefix is not None:  # the prompt's helpers (HumanEval's poly, encode_cyclic) are the prompt's, not redefinitions
+        exec(compile(prefix, "prompt.py", "exec"), ns)
+        for name in _unfinished(prefix) | {entry}:  # what the prompt leaves for the candidate to write is its own
+            if name and names.get(name, ("",))[0] == "call":
+                ns[name] = _proxy(name, channel)
     exec(compile(job["code"], "tests.py", "exec"), ns)
     if entry:  # HumanEval style: the tests define check(candidate)
         if names.get(entry, ("",))[0] != "call":
             raise NameError(f"the candidate defines no function {entry!r}")
         ns["check"](_proxy(entry, channel))
     os.write(verdict_fd, b"passed\n")
+
+
+def _parse(code: str) -> ast.Module | None:
+    """The prefix's syntax tree; None when there is none or it does not run on its own (it stops mid-statement):
+    then the tests see the candidate's names only."""
+    if not code.strip():
+        return None
+    try:
+        return ast.parse(code, "prompt.py")
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _unfinished(tree: ast.Module) -> set[str]:
+    """The functions a prompt leaves for the candidate: a body of only a docstring, `pass` or `...`."""
+    def empty(stmt) -> bool:
+        return isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+                                              and (type(stmt.value.value) is str or stmt.value.value is Ellipsis))
+
+    return {node.name for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and all(map(empty, node.body))}
 
 
 def _proxy(name: str, channel: Channel):
@@ -261,13 +291,12 @@ def install_hooks(root: str) -> None:
 
 
 def main() -> None:
-    if "--private" in sys.argv:  # hooks mode's tests: the candidate (same user) cannot read this process's memory
-        import ctypes
-
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    job = json.loads(sys.stdin.read())
+    if "--private" in sys.argv:  # before it holds anything: see _private in sandbox.py
+        _undumpable()
+    job = json.loads(sys.stdin.buffer.read())
+    _close_others(set(job["fds"]))  # what bwrap or the caller left open (a namespace) is not the candidate's
     null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)  # input() sees end of file, not the job
+    os.dup2(null, 0)  # input() sees end of file
     os.close(null)
     set_limits(*job["limits"])
     if job["hooks"]:
@@ -282,6 +311,25 @@ def main() -> None:
         report(e)
     sys.stderr.flush()
     os._exit(0)  # the verdict is the pipe's, not the exit status; skip atexit handlers the candidate registered
+
+
+def _undumpable() -> None:
+    """No other process of this uid (the candidate's, in hooks mode; the host's nobody, for a root caller) may read or
+    write this process's memory or descriptors."""
+    import _ctypes  # the bare C module: the ctypes package takes a few ms more to import, twice per candidate
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+
+    Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE (4) to 0
+
+
+def _close_others(keep: set[int]) -> None:
+    start = 3
+    for fd in sorted(keep):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, 2**31 - 1)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def verdicts(candidates: list[Candidate], v: VerifierSettings,
     jobs = {}  # identical (code, tests) run once: K samples often repeat, and labelling ran them already
     for c, mode in zip(candidates, modes):
         if mode == "code" and (_job_key(c), limits) not in _RUNS:
-            jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point})
+            jobs.setdefault(_job_key(c), {"code": program(c), "tests": c.tests, "entry_point": c.entry_point,
+                                          "prefix": c.prefix})  # the prompt's helpers stay the prompt's
     results = run_many(list(jobs.values()), v.workers, v.timeout, v.memory_mb, desc=desc, sandbox=str(v.sandbox))
     for key, result in zip(jobs, results):
         _RUNS[key, limits] = result
@@ -107,7 +108,7 @@ def label(rows: list, v: VerifierSettings) -> list[bool | None]:
     return [ok for ok, _ in verdicts(rows, replace(v, mode=Mode.auto), desc="verify")]
 
 
-_RUNS: dict = {}  # ((code, tests, entry point), (timeout, memory, sandbox)) -> its result, within a run
+_RUNS: dict = {}  # ((code, tests, entry point, prefix), (timeout, memory, sandbox)) -> its result, within a run
 
 
 def _mode(c: Candidate, which: str) -> str | None:
@@ -125,7 +126,7 @@ def program(c: Candidate) -> str:
 
 
 def _job_key(c: Candidate) -> tuple:
-    return program(c), c.tests, c.entry_point
+    return program(c), c.tests, c.entry_point, c.prefix
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

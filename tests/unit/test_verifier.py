@@ -63,6 +63,23 @@ def test_every_humaneval_solution_passes_and_every_stub_fails():
     assert not any(passed[p.id, 1] for p in train + evals)
 
 
+@pytest.mark.parametrize("task, completion", [
+    ("HumanEval/32", "    return 0.0\n\n\ndef poly(xs, x):\n    return 0.0\n"),  # check: poly(xs, find_zero(xs))
+    ("HumanEval/38", "    return s\n\n\ndef encode_cyclic(s):\n    return s\n"),  # check: f(encode_cyclic(s)) == s
+    ("HumanEval/50", "    return s\n\n\ndef encode_shift(s):\n    return s\n"),
+])
+def test_a_completion_cannot_redefine_the_prompts_helpers(task, completion):
+    """Through the loop's path: the check calls the prompt's helper, so a wrong answer that redefines it fails."""
+    from selfreward import scorers
+    from selfreward.tasks.humaneval import problems
+
+    cfg = compose_config(["data=humaneval", "judge=verifier"])
+    p = next(p for p in problems() if p["task_id"] == task)
+    rows = [cand(task, k, text, prompt=p["prompt"], tests=p["test"], entry_point=p["entry_point"], prefix=p["prompt"])
+            for k, text in enumerate([p["canonical_solution"], completion])]
+    assert [j.score for j in scorers.score(None, rows, cfg.judge, seed=0)] == [5.0, 1.0]
+
+
 def test_gsm8k_rows_with_their_own_columns(tmp_path, cache_dir):
     """GSM8K-shaped rows (question, a worked answer ending '#### N') through data=jsonl with the column names, in a
     prompt file and in a dataset saved with `datasets`: `correct` is math-verify on the reduced reference."""
@@ -101,3 +118,19 @@ def test_verify_cli_recounts_and_reports_disagreements(tmp_path, capsys):
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "3 rows; correct 2, no reference 1" in out and "differs on 1" in out and "b/0: stored False, now True" in out
+
+
+def test_verify_cli_prints_untrusted_text_escaped(tmp_path, capsys):
+    """A candidate's exception message (screen clear, a clipboard write) and a row's own fields reach the terminal
+    as escapes, never as control characters; the file keeps them as data."""
+    from selfreward.verify import main
+
+    attack = "\x1b[2J\x1b]52;c;cHduZWQ=\x07"
+    rows = [{"prompt_id": f"p{attack}", "text": f"def f():\n    raise ValueError({attack!r})\n",
+             "tests": "f()", "correct": True}]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "ValueError: \\x1b[2J\\x1b]52;c;cHduZWQ=\\x07" in out, out
+    assert json.loads(path.read_text())["prompt_id"] == f"p{attack}"
