@@ -9,8 +9,6 @@ objective (`train=`) each bring their own schema (`scorers/*.py`, `train/*.py`),
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +16,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-import selfreward.train
 from selfreward import bootstrap, scorers
 from selfreward.bootstrap import BootstrapConfig
 from selfreward.schema import Choice, ConfigError, choices, opt, require
 from selfreward.select import SelectionConfig
 from selfreward.tasks.recipe import SeedRecipe
+from selfreward.train.objectives import OBJECTIVES
 
 Init = choices("Init", "pretrained", "random", module=__name__)
 Dtype = choices("Dtype", "auto", "float32", "bfloat16", module=__name__)
@@ -199,26 +197,14 @@ class Config:
                 "backend=vllm loads weights from model.path: model.init=random needs backend=hf")
 
 
-def objectives() -> dict[str, type]:
-    """The training objectives: each module of `selfreward/train/` that defines a `Config` (its schema)."""
-    found = {}
-    for info in pkgutil.iter_modules(selfreward.train.__path__):
-        if info.name in selfreward.train.MACHINERY:
-            continue
-        module = importlib.import_module(f"selfreward.train.{info.name}")
-        if isinstance(getattr(module, "Config", None), type):
-            found[info.name] = module.Config
-    return found
-
-
 def register() -> None:
     """Register the schema, and each scorer's and objective's, so the YAML groups can extend them."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for name, module in scorers.SCORERS.items():
         cs.store(group="judge", name=f"{name}_schema", node=module.Config)
-    for name, schema in objectives().items():
-        cs.store(group="train", name=f"{name}_schema", node=schema)
+    for name, module in OBJECTIVES.items():
+        cs.store(group="train", name=f"{name}_schema", node=module.Config)
 
 
 def check(cfg) -> Config:
@@ -259,7 +245,7 @@ def describe() -> str:
             lines += _line(f, f.default, "")
     lines += groups
     variants = {"judge": ("scorer", {n: m.Config for n, m in scorers.SCORERS.items()}),
-                "train": ("objective", objectives())}
+                "train": ("objective", {n: m.Config for n, m in OBJECTIVES.items()})}
     for group, (what, schemas) in variants.items():
         lines += ["", f"{group}: {Config.__dataclass_fields__[group].metadata['help']}"]
         for name, schema in schemas.items():

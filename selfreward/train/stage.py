@@ -10,7 +10,6 @@ objective. The objective is the module whose `Config` the chosen `train=` group 
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from selfreward.records import Pair, Selection
 from selfreward.rundir.artifacts import IterDir, atomic, write_json, write_jsonl
 from selfreward.tasks.seed import replay_for
 from selfreward.train.fit import fit
+from selfreward.train.objectives import OBJECTIVES
 
 ADAPTER = "adapter/adapter_model.safetensors"
 # the top-level conf/ folder ships as the package selfreward.conf (see pyproject's package-dir)
@@ -46,7 +46,7 @@ def objective_name(cfg_train) -> str:
 
 
 def objective(name: str) -> ModuleType:
-    return importlib.import_module(f"selfreward.train.{name}")
+    return OBJECTIVES[name]
 
 
 def steps_for(cfg_train, rows: int, per_step: int) -> int:
