@@ -165,8 +165,14 @@ def build(policy, tokenizer, prompts: list[Prompt], cfg, out: Path, progress: bo
     m0 = model.merge_and_unload()
     backend.update(m0)
     after = judge_figures(backend, held_cands, cfg, derive(cfg.seed, STREAM, 1))
+    # the generator after judge training, on the held-back prompts: judge examples alone teach the score tokens
+    # everywhere (measured on Gemma 3 270M: every answer became "55151"), which a judge figure would not show
+    m0_cands = sample(backend, held, sampling, derive(cfg.seed, STREAM, 4), settings_of(cfg.judge))
+    gen = {"base": mean(float(c.correct) for c in held_cands if c.correct is not None),
+           "m0": mean(float(c.correct) for c in m0_cands if c.correct is not None)}
     figures = {"seed_prompts": len(prompts), "holdout_prompts": n_hold, "k": b.k,
                "sample/accuracy": mean(float(c.correct) for c in cands if c.correct is not None),
+               "base/sample/accuracy_holdout": gen["base"], "m0/sample/accuracy_holdout": gen["m0"],
                "judge_examples": len(judge), "judge_examples_right": len(judge) // 2,
                "instruction_examples": len(instruct), "steps": stats["steps"], "loss_first": stats["loss_first"],
                "loss_last": stats["loss_last"], **{f"base/judge/{k}": v for k, v in base.items()},
@@ -176,8 +182,13 @@ def build(policy, tokenizer, prompts: list[Prompt], cfg, out: Path, progress: bo
                "seed_prompt_texts": [p.prompt for p in prompts]}
     save_model(m0, tokenizer, out, extra={"bootstrap.json": figures})
     print(f"[selfreward] M0 built at {out}: judge/auc_within on {n_hold} held-back seed prompts "
-          f"{base['auc_within']:.3f} (base) -> {after['auc_within']:.3f} (M0), {len(judge)} judge examples, "
-          f"{len(instruct)} instruction examples, {figures['time/total_s']:.0f}s", flush=True)
+          f"{base['auc_within']:.3f} (base) -> {after['auc_within']:.3f} (M0); sampled accuracy there "
+          f"{gen['base']:.3f} -> {gen['m0']:.3f}; {len(judge)} judge examples, {len(instruct)} instruction examples, "
+          f"{figures['time/total_s']:.0f}s", flush=True)
+    if gen["m0"] < gen["base"] - 0.05:
+        print(f"[selfreward] WARNING M0's generator lost accuracy in judge training ({gen['base']:.3f} -> "
+              f"{gen['m0']:.3f} on the held-back seed prompts): add instruction data "
+              "(model.bootstrap.instruction=true) or lower model.bootstrap.lr / epochs", flush=True)
     return figures
 
 

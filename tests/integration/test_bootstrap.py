@@ -42,6 +42,8 @@ def test_the_loop_builds_m0_runs_on_it_and_resumes_it(tmp_path, cache_dir):
     assert (m0 / "config.json").is_file() and (m0 / "model.safetensors").is_file()
     assert figures["judge_examples"] > 0 and figures["instruction_examples"] > 0
     assert {"base/judge/auc_within", "m0/judge/auc_within"} <= set(figures)
+    # the generator is measured after judge training too (judge data alone can teach score tokens everywhere)
+    assert 0 <= figures["m0/sample/accuracy_holdout"] <= 1 and 0 <= figures["base/sample/accuracy_holdout"] <= 1
     assert rows[0]["bootstrap/judge_examples"] == figures["judge_examples"]
     assert [r["iteration"] for r in rows] == [0, 1]
     # the loop's prompts never include the seed split
