@@ -1,8 +1,12 @@
-"""Hydra entry point: compose the config, check it, run the loop.
+"""The `selfreward` command: the run (Hydra: compose the config, check it, run the loop) and its subcommands.
 
-    python -m selfreward                       # the CPU default: built-in task and seed
-    python -m selfreward +experiment=llama3_8b # a real model (GPU, vLLM)
-    python -m selfreward --help                # every field: type, default, help
+    selfreward [run] [overrides]               # the CPU default: built-in task and seed (python -m selfreward too)
+    selfreward +experiment=llama3_8b           # a real model (GPU, vLLM)
+    selfreward --help                          # the subcommands, and every field: type, default, help
+    selfreward verify FILE                     # audit the verifier on a JSONL of candidates
+    selfreward m0 --out DIR [overrides]        # M0 for any model with a verifier (model.bootstrap)
+    selfreward builtin-model --out DIR         # rebuild the built-in task's tiny model
+    selfreward compare RUNS... --out DIR       # tables and plots across runs
 """
 
 from __future__ import annotations
@@ -47,10 +51,45 @@ def app(cfg: DictConfig) -> None:
     print(f"[selfreward] done: {run_dir / 'summary.json'}", flush=True)
 
 
+def _builtin_model(argv: list[str]) -> int:
+    from selfreward.tasks import seed
+
+    seed.main(argv)
+    return 0
+
+
+def _m0(argv: list[str]) -> int:
+    from selfreward import seed
+
+    seed.main(argv)
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    from selfreward import compare
+
+    return compare.main(argv)
+
+
+# name: (what it does, its entry point taking the arguments after the name); the run itself needs no name
+SUBCOMMANDS = {
+    "verify": ("audit the verifier on a JSONL of candidates (selfreward verify FILE)", verify.main),
+    "m0": ("build M0 for any model with a verifier (selfreward m0 --out DIR [overrides])", _m0),
+    "builtin-model": ("rebuild the built-in task's tiny model (selfreward builtin-model --out DIR)", _builtin_model),
+    "compare": ("tables and plots across runs (selfreward compare RUNS... --out DIR)", _compare),
+}
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["verify"]:  # `selfreward verify FILE`: audit the verifier (selfreward/verify.py)
-        sys.exit(verify.main(sys.argv[2:]))
-    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+    args = sys.argv[1:]
+    if args[:1] == ["run"]:
+        sys.argv.pop(1)
+    elif args[:1] and args[0] in SUBCOMMANDS:
+        sys.exit(SUBCOMMANDS[args[0]][1](args[1:]))
+    elif any(a in ("--help", "-h") for a in args):
+        print("usage: selfreward [run] [key=value ...] | selfreward SUBCOMMAND --help\n\nsubcommands:")
+        print("\n".join(f"  {name:14s} {what}" for name, (what, _) in SUBCOMMANDS.items()))
+        print("\nThe run's config (key=value overrides):\n")
         print(describe())  # Hydra's own --help does not show the schema's field help
         print("\nHydra's options: --hydra-help; the composed config: --cfg job")
         return

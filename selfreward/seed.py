@@ -17,8 +17,14 @@ from selfreward.config import check, register
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: selfreward m0 --out DIR [key=value ...]  (Hydra overrides, as the run; python -m selfreward.seed "
+             "too)\n\nBuilds M0 from model.path on the task's seed split (model.bootstrap.*: see selfreward --help) "
+             "and saves it at DIR, for model.path=DIR.")
+    if any(a in ("--help", "-h") for a in args):
+        print(usage)
+        return
     if "--out" not in args or args.index("--out") + 1 >= len(args):
-        raise SystemExit("usage: python -m selfreward.seed --out DIR [key=value ...]  (Hydra overrides, as the loop)")
+        raise SystemExit(usage)
     i = args.index("--out")
     out, overrides = Path(args[i + 1]), args[:i] + args[i + 2 :]
     register()

@@ -210,7 +210,9 @@ def _save(model, tokenizer, report: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Build the built-in seed model M0 for a recipe.")
+    ap = argparse.ArgumentParser(prog="selfreward builtin-model",
+                                 description="Build the built-in task's tiny model (the default run's M0) for a "
+                                             "recipe.")
     ap.add_argument("--out", default=str(PACKAGED), help="root directory; the model goes to OUT/<recipe hash>")
     ap.add_argument("overrides", nargs="*", help="recipe fields, e.g. steps=200 hidden_size=128")
     args = ap.parse_args(argv)

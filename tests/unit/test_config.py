@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,22 @@ def test_help_shows_every_field_with_type_default_and_help():
     from selfreward.config import Config
     for f in dataclasses.fields(Config.__dataclass_fields__["sampling"].default_factory()):
         assert f"sampling.{f.name}:" in text and f.metadata["help"] in text
+
+
+def test_one_command_with_subcommands_each_with_help():
+    """`selfreward --help` lists the subcommands; each answers --help with its own usage; `run` names the run."""
+    from selfreward.__main__ import SUBCOMMANDS
+
+    r = subprocess.run([sys.executable, "-m", "selfreward", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and all(f"  {name} " in r.stdout for name in SUBCOMMANDS)
+    assert "sampling.temperature: float" in r.stdout
+    for name in SUBCOMMANDS:
+        r = subprocess.run([sys.executable, "-m", "selfreward", name, "--help"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and f"selfreward {name}" in r.stdout, (name, r.stderr[-500:])
+    r = subprocess.run([sys.executable, "-m", "selfreward", "run", "dry_run=true", "+experiment=llama3_8b"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "GPUs" in r.stdout, r.stderr[-1000:]
 
 
 @pytest.mark.parametrize(
