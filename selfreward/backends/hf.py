@@ -243,8 +243,9 @@ class HFBackend:
             texts = self.tokenizer.batch_decode(gen, skip_special_tokens=True)
             lengths = None
             if stop:
-                lengths = cut_lengths(self.tokenizer, gen, texts, [cut(t, stop) for t in texts])
-                texts = [t if m is None else cut(t, stop) for t, m in zip(texts, lengths)]
+                kept = [cut(t, stop) for t in texts]
+                lengths = cut_lengths(self.tokenizer, gen, texts, kept)
+                texts = [t if m is None else k for t, k, m in zip(texts, kept, lengths)]
             eos = self.tokenizer.eos_token_id
             row_stats = stats.per_row(gen, -1 if eos is None else eos, lengths)
             for j, i in enumerate(idx):
