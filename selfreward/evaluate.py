@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from selfreward import scorers
 from selfreward.observe.embed import mean_pairwise_cosine
-from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, mean
+from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, kendall_within, mean
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
 from selfreward.scorers.verifier import extract_answer, label, settings_of
@@ -18,8 +18,10 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them.
 
     With a `reference` backend (the seed), also KL(policy || seed) per token, estimated on the policy's samples. With
-    the `previous` iteration's judged held-out samples, also `judge/consistency`: how this judge ranks them against
-    how the previous judge did (CREAM: self-rewarding gains fade as the judge's bias accumulates).
+    the `previous` iteration's judged held-out samples, also `judge/consistency`: how this judge ranks each prompt's
+    samples against how the previous judge did, Kendall tau within a prompt averaged over prompts (CREAM:
+    self-rewarding gains fade as the judge's bias accumulates); its noise floor is `judge/retest_tau`, the same judge
+    twice under another seed (measured for a sampled judge, or with eval.retest=true; a greedy judge's floor is 1).
     """
     s, v = cfg.sampling, settings_of(cfg.judge)
     inputs = [chat(backend.tokenizer, p.prompt, s.system_prompt, s.few_shot) for p in prompts]
@@ -59,8 +61,15 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
         for r, j in zip(rows, judgments):
             r.score = j.score
         metrics.update(judge_report(rows, judgments, cfg.judge.accept))
+        if cfg.eval.retest if cfg.eval.retest is not None else scorers.sampled(cfg.judge):
+            again = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 3), system=s.system_prompt,
+                                  desc="eval judge (retest)")
+            metrics["judge/retest_tau"] = kendall_within([r.prompt_id for r in rows], [r.score for r in rows],
+                                                         [j.score for j in again])
         if previous:
             again = scorers.score(backend, previous, cfg.judge, derive(cfg.seed, 2), system=s.system_prompt,
                                   desc="eval judge (previous samples)")
-            metrics["judge/consistency"] = kendall_tau([r.score for r in previous], [j.score for j in again])
+            before, now = [r.score for r in previous], [j.score for j in again]
+            metrics["judge/consistency"] = kendall_within([r.prompt_id for r in previous], before, now)
+            metrics["judge/consistency_pooled"] = kendall_tau(before, now)
     return rows, metrics

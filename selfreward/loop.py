@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from selfreward import bootstrap, data, scorers
+from selfreward import bootstrap, data, preferences, scorers
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend, resolve_model
 from selfreward.backends.precision import chosen, dtype_name, pin
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
-from selfreward.observe.alerts import stops_before_training
+from selfreward.observe.alerts import measurable, preflight, stops_before_training
 from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
 from selfreward.records import Candidate, EvalSample, Judgment
@@ -47,6 +47,9 @@ def run(cfg, run_dir: Path) -> list[dict]:
     cfg.model.dtype = dtype_name(policy)  # every later load (M0, training processes, vLLM) takes it as it is
     fits = data.context_check(cfg, tokenizer, context_length(policy))
     train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)
+    prefs = preferences.load(cfg, run_dir, preferences.context_check(cfg, tokenizer, context_length(policy)))
+    if why := measurable(cfg, eval_prompts, prefs):  # said before any compute
+        print(f"[selfreward] WARNING {why}", flush=True)
     train_pool, eval_prompts, data_stats["data/seed_split_excluded"] = bootstrap.exclude_seed(
         model_path, train_pool, eval_prompts)  # an M0 given as model.path: its seed split stays out
     if cfg.model.bootstrap.enabled:  # M0 from the model's own verified samples on a seed split; the loop runs on it
@@ -64,12 +67,15 @@ def run(cfg, run_dir: Path) -> list[dict]:
     it = IterDir(run_dir, 0, digest)
     rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg))
     seconds = ev.pop("seconds")
-    row = {"iteration": 0, **data_stats, **ev, "time/eval_s": seconds}
-    preflight = check_alerts(row, cfg.alerts)
-    tracker.log(row, examples(rows, cfg.tracking.table_rows), preflight)
-    stop = stops_before_training(preflight, cfg.alerts)
+    pref, pref_s = judge_preferences(it, backend, prefs, cfg)
+    row = {"iteration": 0, **data_stats, **ev, **pref, "time/eval_s": seconds, "time/preferences_s": pref_s}
+    alerts = check_alerts(row, cfg.alerts)
+    tracker.preflight = preflight(row, alerts, cfg.alerts)
+    tracker.log(row, examples(rows, cfg.tracking.table_rows), alerts)
+    stop = stops_before_training(alerts, cfg.alerts)
     if stop:
-        print("[selfreward] stopping before any training: the judge preflight failed (alerts.early_stop=true)")
+        print(f"[selfreward] stopping before any training: the judge preflight {tracker.preflight['judge']} "
+              "(alerts.early_stop=true)", flush=True)
 
     winners, pair_pool = [], []
     for i in range(1, 0 if stop else cfg.iterations + 1):
@@ -93,9 +99,10 @@ def run(cfg, run_dir: Path) -> list[dict]:
         backend.update(policy, it.path / "adapter", i)
 
         rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg, reference, rows))
+        pref, pref_s = judge_preferences(it, backend, prefs, cfg)
         times = {"time/sample_s": st_sample["seconds"], "time/judge_s": st_judge["seconds"],
-                 "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds")}
-        row = {"iteration": i, **ev, **select_stats, **times, "time/iteration_s": sum(times.values()),
+                 "time/train_s": st_train["seconds"], "time/eval_s": ev.pop("seconds"), "time/preferences_s": pref_s}
+        row = {"iteration": i, **ev, **pref, **select_stats, **times, "time/iteration_s": sum(times.values()),
                **{k: v for k, v in data_stats.items() if k.startswith("contamination/")},
                **iteration_report(candidates, judgments, pairs, st_train, cfg.judge.accept)}
         row.update(collapse(row, tracker.rows[0]))
@@ -118,6 +125,14 @@ def decide_dtype_once(cfg, run_dir: Path) -> None:
         pin(recorded["auto"])
         print(f"[selfreward] model.dtype=auto -> {recorded['dtype']} (recorded in run.json when the run started)",
               flush=True)
+
+
+def judge_preferences(it: IterDir, backend, prefs: list, cfg) -> tuple[dict, float]:
+    """The judge on the preference set (the iteration's `preferences` stage): its figures and seconds."""
+    if not prefs:
+        return {}, 0.0
+    _, stats = it.stage("preferences", Judgment, partial(preferences.measure, backend, prefs, cfg, derive(cfg.seed, 4)))
+    return {k: v for k, v in stats.items() if k != "seconds"}, stats["seconds"]
 
 
 def sample_shard(backend, cfg, iteration: int, prompts: list, shard: int) -> list[Candidate]:

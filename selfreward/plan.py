@@ -68,8 +68,26 @@ def estimate(arch: dict, cfg) -> dict:
         "concurrent": concurrent,
         "seq_len": seq_len,
         "lora_params": lora,
+        "kv_per_token": kv_per_token,
+        "context": context,
         "train": (params * bytes_per + lora * 16 + activations) / GIB,
     }
+
+
+def work(cfg) -> str:
+    """What an iteration generates and judges (time goes with these counts): sampled tokens, judge calls of training
+    candidates, held-out samples (twice with a retest) and preference responses, and the share the preferences take."""
+    s, e = cfg.sampling, cfg.eval
+    prompts = cfg.data.prompts_per_iteration or cfg.data.n_train
+    held_out = cfg.data.n_eval if cfg.data.task else "N"
+    train_calls = prompts * s.k
+    retest = 2 if e.retest or (e.retest is None and scorers.sampled(cfg.judge)) else 1
+    eval_calls = f"{held_out * e.k * retest}" if isinstance(held_out, int) else f"{held_out} x {e.k * retest}"
+    pref_calls = 2 * e.preferences_n if e.preferences else 0
+    share = pref_calls / (train_calls + pref_calls + (held_out * e.k * retest if isinstance(held_out, int) else 0))
+    return (f"  work       per iteration: {prompts * (s.k + 1) * s.max_new_tokens} sampled tokens at most; judge calls "
+            f"{train_calls} (candidates) + {eval_calls} (held-out{', with retest' if retest == 2 else ''}) + "
+            f"{pref_calls} (preference responses, {share:.0%} of the judge calls counted)")
 
 
 def plan(cfg) -> str:
@@ -95,7 +113,10 @@ def plan(cfg) -> str:
         f"  train      {objective_name(t)}, LoRA r={t.lora.r} on {list(t.lora.target_modules)}, lr={t.lr}, "
         f"epochs={t.epochs}, steps={t.steps}, merge={t.merge}, "
         f"processes={t.processes}" + (f" ({t.accelerate_config})" if t.processes > 1 else ""),
-        f"  eval       K={cfg.eval.k} sampled + greedy on held-out prompts",
+        f"  eval       K={cfg.eval.k} sampled + greedy on held-out prompts"
+        + (f"; the judge on up to {cfg.eval.preferences_n} preference pairs ({cfg.eval.preferences})"
+           if cfg.eval.preferences else "; no preference set (eval.preferences)"),
+        work(cfg),
         f"  GPUs       {max(gpus, t.processes)} (generation {gpus}, training {t.processes})",
     ]
     arch = architecture(cfg)
@@ -113,6 +134,11 @@ def plan(cfg) -> str:
         f"{', checkpointed' if t.gradient_checkpointing else ''}; weights split over {t.processes} process(es) "
         "with FSDP)",
     ]
+    if cfg.eval.preferences:
+        one = e["kv_per_token"] * e["context"] / GIB
+        lines.append(f"    preference judging: {2 * cfg.eval.preferences_n} judge prompts of up to {e['context']} "
+                     f"tokens ({one:.2f} GiB of KV cache each at full length; a pair's responses are as long as the "
+                     "dataset's, not sampling.max_new_tokens), run as many at once as the cache above holds")
     if cfg.backend == "vllm" and not vc.enable_sleep_mode:
         lines.append("    note: training shares the GPU with the engine; vllm.enable_sleep_mode=true frees it while "
                      "training")

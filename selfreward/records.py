@@ -153,6 +153,19 @@ class Pair(Record):
     score_rejected: float
 
 
+@dataclass
+class Preference(Record):
+    """A labelled preference pair the judge is measured on (`eval.preferences`, RUN/preferences.jsonl): the
+    chosen response should score above the rejected one; `answer` where the source gives one."""
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    answer: str | None = None
+    OPTIONAL = ("answer",)
+
+
 def by_prompt(rows: list) -> dict[str, list]:
     """Rows grouped by `prompt_id`, groups in first-seen order, rows in their order."""
     groups: dict[str, list] = {}

@@ -64,6 +64,16 @@ def kendall_tau(xs: list[float], ys: list[float]) -> float:
     return (concordant - discordant) / denominator if denominator else math.nan
 
 
+def kendall_within(groups: list[str], xs: list[float], ys: list[float]) -> float:
+    """Kendall's tau between two scorings computed within each group (a prompt's samples: the order selection
+    depends on) and averaged over the groups where it is defined (not all tied); NaN if none is."""
+    by: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for g, x, y in zip(groups, xs, ys):
+        by[g][0].append(x)
+        by[g][1].append(y)
+    return mean(kendall_tau(x, y) for x, y in by.values())
+
+
 def agreement(scores: list[float], labels: list[bool], accept: float) -> float:
     """Fraction of judgments whose verdict (score >= accept) matches the verifier."""
     pairs = [(s >= accept) == y for s, y in zip(scores, labels) if not math.isnan(s)]

@@ -21,6 +21,7 @@ TABLE = [
     ("pair prec", "select/pair_precision", "{:.3f}"),
     ("kept", "select/kept", "{:d}"),
     ("auc_w", "judge/auc_within", "{:.3f}"),
+    ("pref", "judge/pref_accuracy", "{:.3f}"),
     ("auc", "judge/auc", "{:.3f}"),
     ("agree", "judge/agreement", "{:.3f}"),
     ("parse fail", "judge/parse_fail_rate", "{:.3f}"),
@@ -52,7 +53,9 @@ class Tracker:
         metrics = self.run_dir / "metrics.jsonl"
         self.rows: list[dict] = read_jsonl(metrics) if metrics.exists() else []
         summary = self.run_dir / "summary.json"
-        self.alerts: list[dict] = json.loads(summary.read_text()).get("alerts", []) if summary.exists() else []
+        previous = json.loads(summary.read_text()) if summary.exists() else {}
+        self.alerts: list[dict] = previous.get("alerts", [])
+        self.preflight: dict | None = previous.get("judge_preflight")  # set by the loop at iteration 0
         self.resumed = {r["iteration"] for r in self.rows}  # already in W&B from the interrupted run
         self.wandb = None
         if cfg.mode != "disabled":
@@ -75,12 +78,16 @@ class Tracker:
         self.rows.sort(key=lambda r: r["iteration"])
         self.alerts = [a for a in self.alerts if a["iteration"] != row["iteration"]] + list(alerts or [])
         write_jsonl(self.run_dir / "metrics.jsonl", self.rows)
-        write_json(self.run_dir / "summary.json", {"iterations": self.rows, "alerts": self.alerts})
+        write_json(self.run_dir / "summary.json", {"iterations": self.rows, "alerts": self.alerts,
+                                                   "judge_preflight": self.preflight})
         print("\n" + format_table(self.rows), flush=True)
+        if row["iteration"] == 0 and self.preflight:
+            figures = ", ".join(f"{k}={v:.3f}" for k, v in self.preflight["figures"].items()) or "no figure"
+            print(f"[selfreward] judge preflight: {self.preflight['judge']} ({figures})", flush=True)
         for a in alerts or []:
-            print(f"[selfreward] WARNING {a['kind']} alert at iteration {a['iteration']}: {a['metric']}="
-                  f"{a['value']:.3f} (threshold {a['threshold']})" + (f": {a['note']}" if a.get("note") else ""),
-                  flush=True)
+            value = "" if a["threshold"] is None else f": {a['metric']}={a['value']:.3f} (threshold {a['threshold']})"
+            print(f"[selfreward] WARNING {a['kind']} alert at iteration {a['iteration']}{value}"
+                  + (f": {a['note']}" if a.get("note") else ""), flush=True)
         if self.wandb is not None and row["iteration"] not in self.resumed:
             import wandb
 
@@ -103,7 +110,8 @@ class Tracker:
 PLOTS = {
     "accuracy": ["eval/accuracy", "eval/greedy_accuracy", "sample/accuracy", "select/verified_precision",
                  "select/pair_precision"],
-    "judge": ["judge/auc_within", "judge/auc", "judge/agreement", "judge/train_auc_within", "judge/consistency"],
+    "judge": ["judge/auc_within", "judge/pref_accuracy", "judge/auc", "judge/agreement", "judge/train_auc_within",
+              "judge/consistency", "judge/retest_tau"],
     "diversity": ["collapse/answer_entropy", "collapse/distinct_2", "diversity/duplicate_rate",
                   "judge/train_saturation", "collapse/kl_to_seed"],
 }

@@ -44,3 +44,10 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str |
           desc: str = "judge") -> list[Judgment]:
     """Score `candidates` with the scorer `cfg` (the `judge` config) belongs to."""
     return of(cfg).score(backend, candidates, cfg, seed, system=system, desc=desc)
+
+
+def sampled(cfg) -> bool:
+    """Whether the judge samples (a temperature above 0 in its rubric or pairwise settings): two runs of it may
+    disagree, so its test-retest agreement is worth measuring."""
+    parts = [getattr(cfg, name, None) for name in ("rubric", "pairwise")]
+    return any(part is not None and part.temperature > 0 for part in parts)

@@ -75,3 +75,17 @@ def test_failed_judgments_count_as_parse_failures_and_are_never_selected():
                           pair_margin=1.0, seed=0, length_tolerance=0.0)
     sel, _, _ = select(cands, judg, cfg)
     assert [s.completion for s in sel] == ["b"]
+
+
+def test_kendall_within_ranks_each_prompt_apart_and_skips_all_tied_prompts():
+    from selfreward.observe.metrics import kendall_tau, kendall_within
+
+    groups = ["a", "a", "a", "b", "b", "b", "c", "c"]
+    before = [1.0, 2.0, 3.0, 5.0, 4.0, 3.0, 2.0, 2.0]
+    after = [10.0, 20.0, 30.0, 1.0, 2.0, 3.0, 7.0, 7.0]  # a: same order, b: reversed, c: all tied (undefined)
+    assert kendall_within(groups, before, after) == 0.0
+    assert kendall_within(groups, before, before) == 1.0
+    # pooled, the prompts' levels dominate: the same scorings look strongly concordant
+    assert kendall_tau([1, 2, 11, 12], [1, 2, 12, 11]) > 0.3 and kendall_within(["a", "a", "b", "b"], [1, 2, 11, 12],
+                                                                                  [1, 2, 12, 11]) == 0.0
+    assert math.isnan(kendall_within(["a", "a"], [1.0, 1.0], [2.0, 3.0]))
