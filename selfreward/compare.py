@@ -19,16 +19,17 @@ from pathlib import Path
 PANELS = {
     "accuracy": ["eval/accuracy", "eval/greedy_accuracy"],
     "diversity": ["diversity/distinct_1_all", "diversity/answer_entropy", "diversity/self_bleu"],
-    "saturation": ["judge/train_saturation", "judge/auc_within"],
+    "saturation": ["judge/train_saturation", "judge/auc_within", "judge/pref_accuracy"],
 }
-COLUMNS = ["eval/accuracy", "eval/greedy_accuracy", "judge/auc_within", "select/verified_precision",
-           "select/pair_precision", "sample/accuracy", "diversity/answer_entropy", "judge/train_saturation",
-           "time/iteration_s"]
+COLUMNS = ["eval/accuracy", "eval/greedy_accuracy", "judge/auc_within", "judge/pref_accuracy",
+           "select/verified_precision", "select/pair_precision", "sample/accuracy", "diversity/answer_entropy",
+           "judge/train_saturation", "time/iteration_s"]
 
 
 # the per-iteration table (`--iterations`): what says whether the loop helped, and at what cost
 ITERATION_COLUMNS = {"eval/accuracy": "eval acc", "eval/greedy_accuracy": "greedy", "judge/auc_within": "auc_within",
-                     "sample/accuracy": "sample acc", "select/verified_precision": "verified prec",
+                     "judge/pref_accuracy": "pref acc", "sample/accuracy": "sample acc",
+                     "select/verified_precision": "verified prec",
                      "select/pair_precision": "pair prec", "diversity/answer_entropy": "answer entropy",
                      "collapse/answer_entropy": "vs it0", "diversity/duplicate_rate": "duplicates",
                      "time/sample_s": "sample s", "time/judge_s": "judge s", "time/train_s": "train s",

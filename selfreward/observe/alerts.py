@@ -28,9 +28,11 @@ HOW_TO_MEASURE = ("give the held-out prompts reference answers or tests (the ver
                   "labelled preference set (eval.preferences=FILE.jsonl or hf:NAME:SPLIT of prompt/chosen/rejected: "
                   "judge/pref_accuracy)")
 UNMEASURED = {
-    "judge/auc_within": "no held-out prompt had both a right and a wrong sample (more eval.k, or prompts the model "
-                        "gets right sometimes)",
-    "judge/pref_accuracy": "no preference pair got a score on both sides",
+    "judge/auc_within": "no held-out prompt had a right and a wrong sample that both got a score (more eval.k, "
+                        "prompts the model gets right sometimes, or a judge whose output fits its budget: "
+                        "judge/parse_fail_rate)",
+    "judge/pref_accuracy": "no preference pair got a score on both sides (judge/pref_unscored, "
+                           "judge/parse_fail_rate)",
 }
 
 
