@@ -92,3 +92,25 @@ def test_accuracy_counts_ties_half_and_leaves_unscored_pairs_out():
                    "judge/pref_unscored": 1}
     nothing = accuracy([(math.nan, 1.0)])
     assert math.isnan(nothing["judge/pref_accuracy"]) and nothing["judge/pref_pairs"] == 0
+
+
+def test_a_pairwise_judge_on_pairs_ties_exactly_where_its_two_orders_disagree(tiny_model):
+    """Random weights: verdicts are arbitrary, but each pair is won by one side or tied by a disagreement."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from selfreward.backends.hf import HFBackend
+    from selfreward.preferences import measure
+    from selfreward.scorers import pairwise
+
+    model, tok = tiny_model
+    torch.manual_seed(2)
+    backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
+    data = SimpleNamespace(task="equation", seed=1234, equation_max_a=9, equation_max_x=50, equation_max_b=50)
+    pairs = task_pairs(data, 12)
+    cfg = SimpleNamespace(judge=pairwise.Config(pairwise=pairwise.PairwiseSettings(score_prefix=":", max_new_tokens=4)),
+                          sampling=SimpleNamespace(system_prompt=None))
+    judgments, out = measure(backend, pairs, cfg, seed=0)
+    assert len(judgments) == 24 and out["judge/pref_pairs"] == 12
+    assert out["judge/pref_ties"] == pytest.approx(1 - out["judge/pref_order_agreement"])
+    assert {j.score for j in judgments} <= {1.0, 5.0}
