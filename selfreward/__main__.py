@@ -28,6 +28,8 @@ from selfreward.schema import ConfigError
 from selfreward.train.fit import TrainingAborted
 
 register()
+# (group, old name) -> the name it has now; the old YAML composes the new one
+RENAMED = {("judge", "self"): "rubric", ("data", "jsonl"): "prompts"}
 
 
 @hydra.main(config_path="pkg://selfreward.conf", config_name="config", version_base=None)
@@ -37,6 +39,10 @@ def app(cfg: DictConfig) -> None:
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     hc = HydraConfig.get()
+    for (group, old), new in RENAMED.items():
+        if hc.runtime.choices.get(group) == old:
+            print(f"[selfreward] {group}={old} is now {group}={new}: the old name works for one more release",
+                  file=sys.stderr, flush=True)
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode.name == "MULTIRUN" and cfg.tracking.group is None:
         cfg.tracking.group = "_".join(Path(hc.sweep.dir).parts[-2:])  # one W&B group per sweep, named by its folder

@@ -65,7 +65,7 @@ def check(cfg) -> None:
     """What the recipe needs from the run's config, before any compute."""
     r = getattr(cfg.judge, "rubric", None)
     if r is None or r.reasoning_regex:
-        raise ConfigError("model.bootstrap trains the score-only rubric judge: use judge=self with "
+        raise ConfigError("model.bootstrap trains the score-only rubric judge: use judge=rubric with "
                           "judge.rubric.reasoning_regex='' (the verifier labels answers; it cannot write a worked "
                           "check)")
 

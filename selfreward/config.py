@@ -77,7 +77,7 @@ class DataConfig:
     def __post_init__(self):
         require(self.prompts_per_iteration >= 0, "data.prompts_per_iteration must be >= 0")
         require(bool(self.task) or bool(self.train_prompts and self.eval_prompts),
-                "data=jsonl needs data.train_prompts=FILE and data.eval_prompts=FILE (JSONL, or hf:NAME:SPLIT)")
+                "data=prompts needs data.train_prompts=FILE and data.eval_prompts=FILE (JSONL, or hf:NAME:SPLIT)")
 
 
 @dataclass
@@ -181,7 +181,7 @@ class Config:
     model: ModelConfig = opt(ModelConfig(), "the policy")
     data: DataConfig = opt(DataConfig(), "training and held-out prompts")
     sampling: SamplingConfig = opt(SamplingConfig(), "K candidates per prompt")
-    judge: Any = opt(MISSING, "the scorer: judge=self | rubric5 (the rubric scorer) | pairwise | verifier | "
+    judge: Any = opt(MISSING, "the scorer: judge=rubric | rubric5 (the rubric scorer) | pairwise | verifier | "
                               "reward_model | combined")
     selection: SelectionConfig = opt(SelectionConfig(), "which candidates are kept")
     train: Any = opt(MISSING, "the training objective: train=sft | dpo")

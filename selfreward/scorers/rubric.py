@@ -1,4 +1,4 @@
-"""The rubric self-judge (`judge=self`, `judge=rubric5`): the policy judges each candidate with a rubric from
+"""The rubric self-judge (`judge=rubric`, `judge=rubric5`): the policy judges each candidate with a rubric from
 `prompts/`, its output forced into the score schema by Outlines, so a judgment always parses."""
 
 from __future__ import annotations

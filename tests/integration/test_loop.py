@@ -78,7 +78,7 @@ def test_bad_prompt_rows_are_quarantined_and_good_rows_trained_on(tmp_path, cach
     evals = tmp_path / "eval.jsonl"
     evals.write_text("".join(json.dumps({"prompt": f"{a}x+1={a * 5 + 1}", "answer": 5}) + "\n" for a in range(2, 8)))
     run = tmp_path / "run"
-    run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={evals}",
+    run_loop(["+experiment=tiny", "data=prompts", f"data.train_prompts={train}", f"data.eval_prompts={evals}",
               "data.max_reject_fraction=0.5"], run)
     rejected = read_jsonl(run / "rejected.jsonl")
     reasons = {x["line"]: x["reason"] for x in rejected}
@@ -94,7 +94,7 @@ def test_too_many_bad_rows_stop_before_compute(tmp_path, cache_dir):
     train = tmp_path / "train.jsonl"
     train.write_text('{"prompt": "2x+1=5"}\n{"broken\n{"also broken\n')
     with pytest.raises(DataError, match="line 2: malformed JSON") as e:
-        run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={train}", f"data.eval_prompts={train}"],
+        run_loop(["+experiment=tiny", "data=prompts", f"data.train_prompts={train}", f"data.eval_prompts={train}"],
                  tmp_path / "run")
     assert str(train) in str(e.value) and not (tmp_path / "run" / "iter_000" / "eval.jsonl").exists()
 
@@ -104,7 +104,7 @@ def test_code_prompts_are_scored_in_the_sandbox(tmp_path, cache_dir):
     equation seed cannot write code), the loop still selects, trains and evaluates."""
     ex = ROOT / "examples"
     run = tmp_path / "code"
-    run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={ex / 'code_train.jsonl'}",
+    run_loop(["+experiment=tiny", "data=prompts", f"data.train_prompts={ex / 'code_train.jsonl'}",
               f"data.eval_prompts={ex / 'code_eval.jsonl'}", "judge=verifier", "judge.verifier.mode=code",
               "judge.verifier.timeout=2", "eval.kl=false"], run)
     judg = read_jsonl(run / "iter_001" / "judgments.jsonl")

@@ -45,7 +45,7 @@ def prompt_files(tmp_path) -> list[str]:
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows))
     data = SimpleNamespace(task="equation", seed=7, equation_max_a=9, equation_max_x=50, equation_max_b=50)
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(p.to_row()) + "\n" for p in task_pairs(data, 48)))
-    return ["data=jsonl", f"data.train_prompts={tmp_path / 'train.jsonl'}",
+    return ["data=prompts", f"data.train_prompts={tmp_path / 'train.jsonl'}",
             f"data.eval_prompts={tmp_path / 'eval.jsonl'}", *BASE, *ONE_ITERATION, "alerts.early_stop=true"]
 
 

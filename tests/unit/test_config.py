@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from selfreward import scorers
 from selfreward.config import ConfigError, check, describe, register
@@ -149,3 +150,18 @@ def test_sweep_launcher_configs_compose(launcher, target):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert target in r.stdout
+
+
+def test_renamed_groups_compose_the_same_config_and_the_old_names_say_the_new_ones():
+    from tests.conftest import compose_config
+
+    old = compose_config(["judge=self", "data=jsonl", "data.train_prompts=a.jsonl", "data.eval_prompts=b.jsonl"])
+    new = compose_config(["judge=rubric", "data=prompts", "data.train_prompts=a.jsonl", "data.eval_prompts=b.jsonl"])
+    assert OmegaConf.to_container(old) == OmegaConf.to_container(new)
+    assert OmegaConf.to_container(compose_config([])) == OmegaConf.to_container(compose_config(["judge=rubric"]))
+    r = subprocess.run([sys.executable, "-m", "selfreward", "judge=self", "dry_run=true"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "judge=self is now judge=rubric" in r.stderr, r.stderr[-1000:]
+    r = subprocess.run([sys.executable, "-m", "selfreward", "judge=rubric", "dry_run=true"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "is now" not in r.stderr

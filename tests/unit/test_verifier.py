@@ -81,7 +81,7 @@ def test_a_completion_cannot_redefine_the_prompts_helpers(task, completion):
 
 
 def test_gsm8k_rows_with_their_own_columns(tmp_path, cache_dir):
-    """GSM8K-shaped rows (question, a worked answer ending '#### N') through data=jsonl with the column names, in a
+    """GSM8K-shaped rows (question, a worked answer ending '#### N') through data=prompts with the column names, in a
     prompt file and in a dataset saved with `datasets`: `correct` is math-verify on the reduced reference."""
     from datasets import Dataset, DatasetDict
 
@@ -100,7 +100,7 @@ def test_gsm8k_rows_with_their_own_columns(tmp_path, cache_dir):
     # as GSM8K is named on the Hub (its config, `main`, where the split goes): each role takes its own split
     held_out, _ = read_prompts(f"hf:{tmp_path / 'gsm'}:main", prompt_field="question", role="test")
     assert [p.prompt for p in held_out] == [r["question"] for r in rows[4:]] and held_out[0].answer.endswith("#### 2")
-    run_loop(["+experiment=tiny", "data=jsonl", f"data.train_prompts={path}", f"data.eval_prompts={path}",
+    run_loop(["+experiment=tiny", "data=prompts", f"data.train_prompts={path}", f"data.eval_prompts={path}",
               "data.prompt_field=question", "data.on_contamination=report", "eval.kl=false"], tmp_path / "run")
     cands = read_jsonl(tmp_path / "run" / "iter_001" / "candidates.jsonl")
     assert cands and all("####" in c["answer"] for c in cands)
