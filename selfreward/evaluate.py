@@ -32,8 +32,9 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     rows = []
     for p, comps, g in zip(prompts, sampled, greedy):
         for j, t in enumerate(cut(c.text, s.stop) for c in comps):
-            rows.append(EvalSample(p.id, p.prompt, j, t, p.answer, extract_answer(t, v.answer_regex), None,
-                                   cut(g[0].text, s.stop), None, p.tests, p.entry_point, prefix=p.prefix))
+            rows.append(EvalSample(prompt_id=p.id, prompt=p.prompt, cand_idx=j, text=t, answer=p.answer,
+                                   final=extract_answer(t, v.answer_regex), correct=None, greedy=cut(g[0].text, s.stop),
+                                   greedy_correct=None, tests=p.tests, entry_point=p.entry_point, prefix=p.prefix))
     greedy_rows = [replace(r, text=r.greedy) for r in rows if r.cand_idx == 0]
     greedy_ok = {r.prompt_id: ok for r, ok in zip(greedy_rows, label(greedy_rows, v))}
     for r, ok in zip(rows, label(rows, v)):

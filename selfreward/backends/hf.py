@@ -198,15 +198,18 @@ class HFBackend:
         chunks = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
         return tqdm(chunks, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
 
-    def _encode(self, texts: list[str]):
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    def _encode(self, texts: list[str], padding_side: str = "left"):
+        """Token ids on the model's device: left-padded for generation, right-padded for teacher forcing."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                             padding_side=padding_side)
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _gen_kwargs(self, temperature: float, top_p: float, top_k: int, max_new_tokens: int) -> dict:
-        kw = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                  eos_token_id=self.tokenizer.eos_token_id)
-        # sampling happens in `NucleusSampler` (`sampler`); generate itself runs greedy on its one-hot rows
-        return dict(kw, do_sample=False, temperature=None, top_p=None, top_k=None)
+    def _gen_kwargs(self, max_new_tokens: int) -> dict:
+        """generate's own settings: greedy on the rows `sampler` leaves one-hot (the draw happens there), so its
+        temperature, top-p and top-k stay off."""
+        return dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id, do_sample=False, temperature=None, top_p=None,
+                    top_k=None)
 
     @staticmethod
     def sampler(temperature: float, top_p: float, top_k: int) -> list:
@@ -221,7 +224,7 @@ class HFBackend:
         comes back cut before it, its figures over the tokens kept (where the cut falls inside a token, the text comes
         back whole and the caller cuts it)."""
         out: list[list[Completion]] = [[] for _ in prompts]
-        kw = self._gen_kwargs(temperature, top_p, top_k, max_new_tokens)
+        kw = self._gen_kwargs(max_new_tokens)
         for b, idx in enumerate(self._batches(prompts, max(1, batch_size // n), desc)):
             torch.manual_seed(seed + b)
             enc = self._encode([prompts[i] for i in idx])
@@ -336,7 +339,7 @@ class HFBackend:
         """
         full = re.compile(regex)
         out: list[JudgeOutput | None] = [None] * len(prompts)
-        kw = self._gen_kwargs(temperature, 1.0, 0, max_new_tokens)
+        kw = self._gen_kwargs(max_new_tokens)
         eos = self.tokenizer.eos_token_id
         values = self._score_values(scores, self.model.get_output_embeddings().weight.shape[0]).to(self.device)
         ids = (~torch.isnan(values)).nonzero().squeeze(-1)
@@ -375,20 +378,16 @@ class HFBackend:
         texts = [p + c + eos for p, c in zip(prompts, completions)]
         n_prompt = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
         out: list[tuple[float, float]] = [(math.nan, math.nan)] * len(texts)
-        self.tokenizer.padding_side = "right"
-        try:
-            for idx in self._batches(texts, batch_size, desc):
-                enc = self._encode([texts[i] for i in idx])
-                start = min(n_prompt[i] for i in idx) - 1  # logits of prompt tokens are not needed
-                logits, tgt = completion_logits(self.model, enc["input_ids"], enc["attention_mask"], start)
-                logp = torch.log_softmax(logits, -1)
-                tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-                ent = -(logp.exp() * logp).sum(-1)
-                for j, i in enumerate(idx):
-                    n = int(enc["attention_mask"][j].sum())
-                    sl = slice(n_prompt[i] - 1 - start, n - 1 - start)
-                    k = max(1, n - n_prompt[i])
-                    out[i] = (float(tok_lp[j, sl].sum()) / k, float(ent[j, sl].sum()) / k)
-        finally:
-            self.tokenizer.padding_side = "left"
+        for idx in self._batches(texts, batch_size, desc):
+            enc = self._encode([texts[i] for i in idx], padding_side="right")
+            start = min(n_prompt[i] for i in idx) - 1  # logits of prompt tokens are not needed
+            logits, tgt = completion_logits(self.model, enc["input_ids"], enc["attention_mask"], start)
+            logp = torch.log_softmax(logits, -1)
+            tok_lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            ent = -(logp.exp() * logp).sum(-1)
+            for j, i in enumerate(idx):
+                n = int(enc["attention_mask"][j].sum())
+                sl = slice(n_prompt[i] - 1 - start, n - 1 - start)
+                k = max(1, n - n_prompt[i])
+                out[i] = (float(tok_lp[j, sl].sum()) / k, float(ent[j, sl].sum()) / k)
         return out

@@ -21,7 +21,7 @@ def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperat
     enc = backend._encode([prompts[i] for i in order])
     enc = {k: v.repeat_interleave(4, 0) for k, v in enc.items()}
     seqs = model.generate(**enc, logits_processor=backend.sampler(temperature, 0.95, 0),
-                          **backend._gen_kwargs(temperature, 0.95, 0, 8))
+                          **backend._gen_kwargs(8))
     texts = tok.batch_decode(seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     plain = {i: texts[j * 4 : (j + 1) * 4] for j, i in enumerate(order)}
     assert [[c.text for c in comps] for comps in ours] == [plain[i] for i in range(len(prompts))]
@@ -86,7 +86,7 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)
     enc = backend._encode([chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1"]])
-    kw = dict(backend._gen_kwargs(0.0, 1.0, 0, 12), min_new_tokens=12, output_scores=True, return_dict_in_generate=True)
+    kw = dict(backend._gen_kwargs(12), min_new_tokens=12, output_scores=True, return_dict_in_generate=True)
     with torch.inference_mode():
         plain = model.generate(**enc, **kw)
         cache = growing_cache(model, reserve)
