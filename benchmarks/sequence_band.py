@@ -3,7 +3,7 @@ hold both a right and a wrong answer ("mixed": where a judge can matter), for a 
 
     python benchmarks/sequence_band.py +experiment=gemma3_270m_loop [--prompts 48] [key=value ...]
 
-Prints one row per setting and the CPU; measured figures are in the README ("Gemma 3 270M through the loop")."""
+Prints one row per setting and the CPU; measured figures are in docs/gemma.md."""
 
 from __future__ import annotations
 

@@ -77,7 +77,8 @@ class DataConfig:
     def __post_init__(self):
         require(self.prompts_per_iteration >= 0, "data.prompts_per_iteration must be >= 0")
         require(bool(self.task) or bool(self.train_prompts and self.eval_prompts),
-                "data=prompts needs data.train_prompts=FILE and data.eval_prompts=FILE (JSONL, or hf:NAME:SPLIT)")
+                "data=prompts needs data.train_prompts=FILE and data.eval_prompts=FILE (JSONL, or "
+                "hf:NAME[@CONFIG]:SPLIT[:FIELD])")
 
 
 @dataclass

@@ -61,7 +61,8 @@ def task_pairs(data_cfg, n: int) -> list[Preference]:
     rng = random.Random(data_cfg.seed + 3)
     if data_cfg.task not in TASKS:
         raise DataError(f"eval.preferences=task: data.task={data_cfg.task} has no built-in preference pairs (equation "
-                        "and sequence have); give a JSONL file or hf:NAME:SPLIT of prompt/chosen/rejected rows")
+                        "and sequence have); give a JSONL file or hf:NAME[@CONFIG]:SPLIT of prompt/chosen/rejected "
+                        "rows")
     if data_cfg.task == "equation":
         task = equation.EquationTask(data_cfg.equation_max_a, data_cfg.equation_max_x, data_cfg.equation_max_b)
         rows, say = equation.pool(task, n, data_cfg.seed + 3, evaluation=True), task.response

@@ -81,7 +81,7 @@ class TrainConfig:
     lora: LoraConfig = opt(LoraConfig(), "adapter shape")
     lr: float = opt(1e-3, "learning rate")
     # 12 measured best on the built-in task (its ~450 four-character winners per iteration; 2, 4, 8 epochs trained
-    # less well, README); recipes on real data (RSFT, RFT) use 1-2
+    # less well, docs/builtin-task.md); recipes on real data (RSFT, RFT) use 1-2
     epochs: float = opt(12.0, "passes over the iteration's selected rows; 0: exactly train.steps steps")
     steps: int = opt(0, "the most optimiser steps per iteration (0 = no cap); with epochs=0, the number of steps")
     batch_size: int = opt(64, "sequences per step")

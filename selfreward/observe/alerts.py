@@ -25,8 +25,8 @@ JUDGE_HINT = ("the judge does not rank responses better than the threshold, so t
               "noise; try judge=verifier, judge=combined, another rubric, or a seed that learnt evaluation data "
               "(model.bootstrap.enabled=true, or python -m selfreward m0)")
 HOW_TO_MEASURE = ("give the held-out prompts reference answers or tests (the verifier: judge/auc_within), or a "
-                  "labelled preference set (eval.preferences=FILE.jsonl or hf:NAME:SPLIT of prompt/chosen/rejected: "
-                  "judge/pref_accuracy)")
+                  "labelled preference set (eval.preferences=FILE.jsonl or hf:NAME[@CONFIG]:SPLIT of "
+                  "prompt/chosen/rejected: judge/pref_accuracy)")
 UNMEASURED = {
     "judge/auc_within": "no held-out prompt had a right and a wrong sample that both got a score (more eval.k, "
                         "prompts the model gets right sometimes, or a judge whose output fits its budget: "

@@ -1,7 +1,7 @@
 """Built-in task `sequence`: the next term of an arithmetic sequence (`9, 14, 19, 24,` -> `29`).
 
 In the reach of a small pretrained base model (Gemma 3 270M few-shot, the default knobs: 0.56 greedy, 0.30
-sampled, 44% of prompts with both right and wrong samples among K=4, README "Gemma 3 270M through the loop"), and
+sampled, 44% of prompts with both right and wrong samples among K=4, docs/gemma.md), and
 a skill rather than a fact: find the step, add it, so what training teaches on one prompt transfers to held-out
 ones. Arithmetic in a 270M model's head (`a+b`, `ax+b=c`) is out of its reach (the real-model issue measured 0-17%).
 

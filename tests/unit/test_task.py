@@ -35,7 +35,7 @@ def test_verifier():
 
 
 def test_seed_rebuild_command_builds_a_loadable_model(tmp_path):
-    """The README's rebuild command, `python -m selfreward.tasks.seed --out DIR [recipe fields]`, on a tiny recipe."""
+    """The documented rebuild command, `python -m selfreward.tasks.seed --out DIR [recipe fields]`, on a tiny recipe."""
     import json
     import subprocess
     import sys
