@@ -3,8 +3,8 @@ task's pairs, a rubric that never shows the response ranks them at chance, and t
 without a verifier through the preference set alone."""
 
 import json
-from types import SimpleNamespace
 
+from selfreward.config import DataConfig
 from selfreward.preferences import task_pairs
 from selfreward.tasks.equation import EquationTask, pool
 from tests.conftest import run_loop
@@ -43,7 +43,7 @@ def prompt_files(tmp_path) -> list[str]:
     task = EquationTask()
     for name, rows in (("train", pool(task, 32, 1, evaluation=False)), ("eval", pool(task, 16, 2, evaluation=True))):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows))
-    data = SimpleNamespace(task="equation", seed=7, equation_max_a=9, equation_max_x=50, equation_max_b=50)
+    data = DataConfig(task="equation", seed=7)
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(p.to_row()) + "\n" for p in task_pairs(data, 48)))
     return ["data=prompts", f"data.train_prompts={tmp_path / 'train.jsonl'}",
             f"data.eval_prompts={tmp_path / 'eval.jsonl'}", *BASE, *ONE_ITERATION, "alerts.early_stop=true"]

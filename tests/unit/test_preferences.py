@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from datasets import Dataset, DatasetDict
 
+from selfreward.config import DataConfig, SamplingConfig
 from selfreward.data import DataError
 from selfreward.preferences import accuracy, read, task_pairs
 from selfreward.records import Preference
@@ -74,8 +75,7 @@ def test_bad_rows_are_named_by_file_line_and_reason(tmp_path):
 
 
 def test_the_builtin_tasks_pairs_hold_the_reference_against_a_near_miss():
-    data = SimpleNamespace(task="equation", seed=1234, equation_max_a=9, equation_max_x=50, equation_max_b=50)
-    pairs = task_pairs(data, 40)
+    pairs = task_pairs(DataConfig(task="equation"), 40)
     assert len(pairs) == 40 and len({p.prompt for p in pairs}) == 40
     for p in pairs:
         a, rest = p.prompt.split("x+")
@@ -83,7 +83,9 @@ def test_the_builtin_tasks_pairs_hold_the_reference_against_a_near_miss():
         x = lambda text: int(text.removeprefix("x="))  # noqa: E731
         assert int(a) * x(p.chosen) + int(b) == int(c) != int(a) * x(p.rejected) + int(b)
     with pytest.raises(DataError, match="no built-in preference pairs"):
-        task_pairs(SimpleNamespace(task="humaneval", seed=0), 4)
+        task_pairs(DataConfig(task="humaneval"), 4)
+    sequence = task_pairs(DataConfig(task="sequence"), 10_000)  # as many as the held-out part holds
+    assert 0 < len(sequence) < 300 and all(p.chosen == f" {p.answer}" != p.rejected for p in sequence)
 
 
 def test_accuracy_counts_ties_half_and_leaves_unscored_pairs_out():
@@ -106,10 +108,9 @@ def test_a_pairwise_judge_on_pairs_ties_exactly_where_its_two_orders_disagree(ti
     model, tok = tiny_model
     torch.manual_seed(2)
     backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
-    data = SimpleNamespace(task="equation", seed=1234, equation_max_a=9, equation_max_x=50, equation_max_b=50)
-    pairs = task_pairs(data, 12)
+    pairs = task_pairs(DataConfig(task="equation"), 12)
     cfg = SimpleNamespace(judge=pairwise.Config(pairwise=pairwise.PairwiseSettings(score_prefix=":", max_new_tokens=4)),
-                          sampling=SimpleNamespace(system_prompt=None))
+                          sampling=SamplingConfig())
     judgments, out = measure(backend, pairs, cfg, seed=0)
     assert len(judgments) == 24 and out["judge/pref_pairs"] == 12
     assert out["judge/pref_ties"] == pytest.approx(1 - out["judge/pref_order_agreement"])
