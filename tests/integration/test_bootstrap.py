@@ -63,7 +63,8 @@ def test_preflight_stops_before_training_with_its_advice(tmp_path, cache_dir, ca
     rows = run_loop([*SMALL, "alerts.judge_auc_within_min=1.01", "alerts.early_stop=true", "iterations=2"], run)
     assert [r["iteration"] for r in rows] == [0] and not (run / "iter_001").exists()
     alerts = json.loads((run / "summary.json").read_text())["alerts"]
-    assert [a["kind"] for a in alerts] == ["judge"] and alerts[0]["iteration"] == 0
+    assert "judge/auc_within" in [a["metric"] for a in alerts]  # the score-only seed may fail on preferences too
+    assert all(a["kind"] == "judge" and a["iteration"] == 0 for a in alerts)
     out = capsys.readouterr().out
     assert "judge=verifier" in out and "stopping before any training" in out
 
