@@ -62,7 +62,7 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
         for r, j in zip(rows, judgments):
             r.score = j.score
         metrics.update(judge_report(rows, judgments, cfg.judge.accept))
-        if cfg.eval.retest if cfg.eval.retest is not None else scorers.sampled(cfg.judge):
+        if retested(cfg):
             again = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 3), system=s.system_prompt,
                                   desc="eval judge (retest)")
             metrics["judge/retest_tau"] = kendall_within([r.prompt_id for r in rows], [r.score for r in rows],
@@ -74,3 +74,9 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
             metrics["judge/consistency"] = kendall_within([r.prompt_id for r in previous], before, now)
             metrics["judge/consistency_pooled"] = kendall_tau(before, now)
     return rows, metrics
+
+
+def retested(cfg) -> bool:
+    """Whether evaluation judges its held-out samples twice (`judge/retest_tau`): eval.retest, or by default only a
+    sampled judge (a greedy one repeats itself)."""
+    return cfg.eval.retest if cfg.eval.retest is not None else scorers.sampled(cfg.judge)

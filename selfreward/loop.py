@@ -45,9 +45,9 @@ def run(cfg, run_dir: Path) -> list[dict]:
     policy, tokenizer = load_policy(cfg, model_path)
     note(run_dir, precision={"dtype": dtype_name(policy), "auto": chosen()})
     cfg.model.dtype = dtype_name(policy)  # every later load (M0, training processes, vLLM) takes it as it is
-    fits = data.context_check(cfg, tokenizer, context_length(policy))
-    train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, fits)
-    prefs = preferences.load(cfg, run_dir, preferences.context_check(cfg, tokenizer, context_length(policy)))
+    context = context_length(policy)
+    train_pool, eval_prompts, data_stats = data.load(cfg.data, run_dir, data.context_check(cfg, tokenizer, context))
+    prefs = preferences.load(cfg, run_dir, preferences.context_check(cfg, tokenizer, context))
     if why := measurable(cfg, eval_prompts, prefs):  # said before any compute
         print(f"[selfreward] WARNING {why}", flush=True)
     train_pool, eval_prompts, data_stats["data/seed_split_excluded"] = bootstrap.exclude_seed(

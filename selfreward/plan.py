@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from selfreward import scorers
+from selfreward.evaluate import retested
 from selfreward.train.stage import objective_name
 
 GIB = 2**30
@@ -75,19 +76,20 @@ def estimate(arch: dict, cfg) -> dict:
 
 
 def work(cfg) -> str:
-    """What an iteration generates and judges (time goes with these counts): sampled tokens, judge calls of training
-    candidates, held-out samples (twice with a retest) and preference responses, and the share the preferences take."""
-    s, e = cfg.sampling, cfg.eval
-    prompts = cfg.data.prompts_per_iteration or cfg.data.n_train
-    held_out = cfg.data.n_eval if cfg.data.task else "N"
-    train_calls = prompts * s.k
-    retest = 2 if e.retest or (e.retest is None and scorers.sampled(cfg.judge)) else 1
-    eval_calls = f"{held_out * e.k * retest}" if isinstance(held_out, int) else f"{held_out} x {e.k * retest}"
-    pref_calls = 2 * e.preferences_n if e.preferences else 0
-    share = pref_calls / (train_calls + pref_calls + (held_out * e.k * retest if isinstance(held_out, int) else 0))
-    return (f"  work       per iteration: {prompts * (s.k + 1) * s.max_new_tokens} sampled tokens at most; judge calls "
-            f"{train_calls} (candidates) + {eval_calls} (held-out{', with retest' if retest == 2 else ''}) + "
-            f"{pref_calls} (preference responses, {share:.0%} of the judge calls counted)")
+    """What an iteration generates and judges (time goes with these counts): sampled tokens, and judge calls on
+    training candidates, held-out samples (twice with a retest) and preference responses ('?': all of a file)."""
+    s, e, d = cfg.sampling, cfg.eval, cfg.data
+    prompts = d.prompts_per_iteration or (d.n_train if d.task else None)
+    held_out = d.n_eval if d.task else None
+    repeat = 2 if retested(cfg) else 1
+    calls = {"candidates": prompts and prompts * s.k, "held-out samples" + (", retested" if repeat == 2 else ""):
+             held_out and held_out * e.k * repeat, "preference responses": 2 * e.preferences_n if e.preferences else 0}
+    counted = sum(v for v in calls.values() if v)
+    share = calls["preference responses"] / counted if counted else 0.0
+    tokens = prompts * (s.k + 1) * s.max_new_tokens if prompts else "?"
+    return (f"  work       per iteration: {tokens} sampled tokens at most; judge calls "
+            + " + ".join(f"{'?' if v is None else v} ({name})" for name, v in calls.items())
+            + f"; preferences {share:.0%} of those counted")
 
 
 def plan(cfg) -> str:

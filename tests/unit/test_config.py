@@ -129,6 +129,9 @@ def test_llama3_8b_dry_run_plans_without_weights_or_network():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "backend    vllm" in r.stdout and "8.03B parameters" in r.stdout
     assert re.search(r"weights\s+15\.0", r.stdout) and "KV cache" in r.stdout and "LoRA training" in r.stdout
+    # the judge measured on 512 held-out preference pairs: counted in the work and the memory
+    assert "ultrafeedback_binarized:test_prefs" in r.stdout and "1024 (preference responses)" in r.stdout
+    assert "preference judging: 1024 judge prompts of up to 4096 tokens" in r.stdout
 
 
 @pytest.mark.parametrize("overrides, message", [
