@@ -190,13 +190,7 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dic
             continue
         rows, bad = read_prompts(path, fits, cfg.prompt_field, cfg.answer_field,
                                  role="train" if name == "train_prompts" else "test")
-        total = len(rows) + len(bad)
-        if total and len(bad) / total > cfg.max_reject_fraction:
-            first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
-            raise DataError(
-                f"data.{name}={path}: {len(bad)} of {total} rows rejected (over data.max_reject_fraction="
-                f"{cfg.max_reject_fraction}); first: {first}"
-            )
+        check_rejected(f"data.{name}={path}", len(rows), bad, cfg.max_reject_fraction)
         rejected += bad
         if name == "train_prompts":
             train = rows
@@ -207,6 +201,15 @@ def load(cfg, run_dir: Path, fits=None) -> tuple[list[Prompt], list[Prompt], dic
     evals, stats = decontaminate(train, evals, cfg, run_dir)
     return train, evals, {"data/train_prompts": len(train), "data/eval_prompts": len(evals),
                           "data/rejected": len(rejected), **stats}
+
+
+def check_rejected(source: str, good: int, bad: list[dict], max_fraction: float) -> None:
+    """Stop before any compute when more than `max_fraction` of a source's rows were rejected, naming the first."""
+    total = good + len(bad)
+    if total and len(bad) / total > max_fraction:
+        first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
+        raise DataError(f"{source}: {len(bad)} of {total} rows rejected (over data.max_reject_fraction="
+                        f"{max_fraction}); first: {first}")
 
 
 def _fitting(prompts: list[Prompt], fits, source: str, rejected: list[dict]) -> list[Prompt]:

@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 from selfreward import scorers
-from selfreward.data import DataError, dataset_split, sequence_task
+from selfreward.data import DataError, check_rejected, dataset_split, sequence_task
 from selfreward.prompting import chat
 from selfreward.records import Candidate, Judgment, Preference
 from selfreward.rundir.artifacts import write_jsonl
@@ -41,11 +41,7 @@ def load(cfg, run_dir: Path, fits=None) -> list[Preference]:
         good, bad = task_pairs(cfg.data, n), []
     else:
         good, bad = read(spec, fits)
-    total = len(good) + len(bad)
-    if total and len(bad) / total > cfg.data.max_reject_fraction:
-        first = "; ".join(f"line {b['line']}: {b['reason']}" for b in bad[:3])
-        raise DataError(f"eval.preferences={spec}: {len(bad)} of {total} rows rejected (over "
-                        f"data.max_reject_fraction={cfg.data.max_reject_fraction}); first: {first}")
+    check_rejected(f"eval.preferences={spec}", len(good), bad, cfg.data.max_reject_fraction)
     if not good:
         raise DataError(f"eval.preferences={spec}: no usable preference pair")
     if bad:

@@ -115,3 +115,21 @@ def test_a_pairwise_judge_on_pairs_ties_exactly_where_its_two_orders_disagree(ti
     assert len(judgments) == 24 and out["judge/pref_pairs"] == 12
     assert out["judge/pref_ties"] == pytest.approx(1 - out["judge/pref_order_agreement"])
     assert {j.score for j in judgments} <= {1.0, 5.0}
+
+
+def test_load_caps_writes_what_it_used_and_stops_on_too_many_bad_rows(tmp_path):
+    from selfreward.preferences import load
+    from tests.conftest import compose_config
+
+    path = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(6)] + [{"prompt": "p"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_config([f"eval.preferences={path}", "eval.preferences_n=4"])
+    pairs = load(cfg, tmp_path)
+    assert [p.prompt for p in pairs] == ["p0", "p1", "p2", "p3"]
+    assert len((tmp_path / "preferences.jsonl").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "rejected_preferences.jsonl").read_text())["line"] == 7
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:1] + rows[-1:] * 3))
+    with pytest.raises(DataError, match=r"eval.preferences=.*3 of 4 rows rejected .*line 2: no 'chosen' or 'rejected'"):
+        load(cfg, tmp_path)
+    assert load(compose_config(["data=prompts", "data.train_prompts=a", "data.eval_prompts=b"]), tmp_path) == []
