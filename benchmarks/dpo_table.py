@@ -7,7 +7,7 @@ another (never two at once: they share the cores).
     python benchmarks/dpo_table.py OUT_DIR --table      # the table from runs already in OUT_DIR
 
 Oracle pairs (`selection.strategy=oracle`: a verifier-right chosen, a verifier-wrong rejected) take the judge out:
-where DPO still falls on them, its settings are the cause. A finished cell is not run again.
+where DPO still falls on them, its settings are the cause. Cells resume: a finished one is read back, not rerun.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ CELLS["self_rewarding n=1 greedy/judge"] = ["+experiment=self_rewarding", "judge
 
 
 def run(out: Path, cell: str) -> None:
-    run_dir = out / cell.replace("/", "__").replace(" ", "_")
-    if (run_dir / "summary.json").exists():
-        return
+    run_dir = out / cell.replace("/", "__").replace(" ", "_")  # a finished run resumes to its end at once
     print(f"== {cell}: {' '.join(CELLS[cell])}", flush=True)
     subprocess.run([sys.executable, "-m", "selfreward", *CELLS[cell], "tracking.mode=disabled",
                     f"hydra.run.dir={run_dir}"], check=True, stdout=subprocess.DEVNULL)

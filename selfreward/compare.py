@@ -16,6 +16,8 @@ import math
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PANELS = {
     "accuracy": ["eval/accuracy", "eval/greedy_accuracy"],
     "diversity": ["diversity/distinct_1_all", "diversity/answer_entropy", "diversity/self_bleu"],
@@ -117,23 +119,53 @@ def plots(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def tracked(run: Path) -> tuple[str | None, str, str | None]:
+    """(entity, project, W&B run id) of a run: the project from the run's composed config (`.hydra/config.yaml`;
+    run.json leaves `tracking` out of the config it hashes), the id from `RUN/wandb_id` (None: never logged)."""
+    cfg = run / ".hydra" / "config.yaml"
+    tracking = (OmegaConf.load(cfg).get("tracking") or {}) if cfg.exists() else {}
+    id_file = run / "wandb_id"
+    return (tracking.get("entity"), tracking.get("project", "selfreward"),
+            id_file.read_text().strip() if id_file.exists() else None)
+
+
+def build_report(runs: list[dict], title: str, entity: str | None = None):
+    """The W&B report (wandb-workspaces, the `report` extra) comparing `runs`: one run set per project holding
+    exactly these runs (by W&B id), a line plot per panel metric against the iteration, and the per-iteration
+    table. Built without a login; `wandb_report` saves it."""
+    import wandb_workspaces.reports.v2 as wr
+
+    by_project: dict[tuple, list[str]] = {}
+    for r in runs:
+        run_entity, project, run_id = tracked(r["run"])
+        if run_id:
+            by_project.setdefault((entity or run_entity or "", project), []).append(run_id)
+    if not by_project:
+        raise ValueError("none of the runs logged to W&B (no RUN/wandb_id: tracking.mode=disabled?)")
+    runsets = [wr.Runset(entity=e, project=p, name=f"{p}: {len(ids)} runs", filters=f"ID in {sorted(ids)!r}")
+               for (e, p), ids in by_project.items()]
+    e, project = next(iter(by_project))  # the report lives in the first project
+    panels = [wr.LinePlot(title=k, x="iteration", y=[k]) for keys in PANELS.values() for k in keys]
+    return wr.Report(project=project, entity=e, title=title,
+                     description="selfreward compare: accuracy, diversity and the judge per iteration",
+                     blocks=[wr.H1(text=title), wr.PanelGrid(runsets=runsets, panels=panels),
+                             wr.MarkdownBlock(text=iteration_table(runs))])
+
+
 def wandb_report(runs: list[dict], title: str) -> str:
-    """A W&B report comparing the runs; needs `pip install wandb-workspaces` and `wandb login`."""
+    """Build and save the report; needs `pip install selfreward[report]`, `wandb login` and the runs synced."""
     try:
         import wandb
-        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces  # noqa: F401
     except ImportError:
-        return "W&B report skipped: install the reports API with `pip install wandb-workspaces`."
-    api_key = wandb.api.api_key if hasattr(wandb, "api") else None
-    if not api_key:
+        return "W&B report skipped: install the reports API with `pip install 'selfreward[report]'`."
+    if not (wandb.api.api_key if hasattr(wandb, "api") else None):
         return ("W&B report skipped: not logged in. Run `wandb login`, sync the offline runs with "
                 "`wandb sync RUN/wandb/offline-run-*`, then rerun with --wandb-report.")
-    run_json = runs[0]["run"] / "run.json"
-    cfg = json.loads(run_json.read_text())["config"] if run_json.exists() else {}
-    project = cfg.get("tracking", {}).get("project", "selfreward")
-    report = wr.Report(project=project, title=title, blocks=[
-        wr.PanelGrid(panels=[wr.LinePlot(x="iteration", y=[k]) for keys in PANELS.values() for k in keys]),
-    ])
+    try:
+        report = build_report(runs, title)
+    except ValueError as e:
+        return f"W&B report skipped: {e}"
     report.save()
     return f"W&B report: {report.url}"
 

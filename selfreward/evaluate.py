@@ -10,14 +10,14 @@ from selfreward.observe.metrics import diversity_report, judge_report, kendall_t
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
 from selfreward.scorers.verifier import extract_answer, label, settings_of
-from selfreward.seeds import derive
+from selfreward.rng import derive
 
 
 def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
              previous: list[EvalSample] | None = None) -> tuple[list[EvalSample], dict]:
     """Sampled and greedy accuracy on held-out prompts, and the judge's agreement with the verifier on them.
 
-    With a `reference` backend (the seed), also KL(policy || seed) per token, estimated on the policy's samples. With
+    With a `reference` backend (M0), also KL(policy || M0) per token, estimated on the policy's samples. With
     the `previous` iteration's judged held-out samples, also `judge/consistency`: how this judge ranks each prompt's
     samples against how the previous judge did, Kendall tau within a prompt averaged over prompts (CREAM:
     self-rewarding gains fade as the judge's bias accumulates); its noise floor is `judge/retest_tau`, the same judge

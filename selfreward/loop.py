@@ -1,7 +1,7 @@
-"""The self-rewarding loop: evaluate the seed, then per iteration sample -> judge -> select -> train -> evaluate.
+"""The self-rewarding loop: evaluate M0, then per iteration sample -> judge -> select -> train -> evaluate.
 
 Each stage is one call into its module; `IterDir` makes each resumable (a completed stage is read back, a partial
-one continues from its last shard), and every random stream derives from `cfg.seed` (`seeds.derive`).
+one continues from its last shard), and every random stream derives from `cfg.seed` (`rng.derive`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from selfreward import bootstrap, data, preferences, scorers
+from selfreward import data, preferences, scorers
+from selfreward.m0 import bootstrap, builtin, resolve
 from selfreward.backends.hf import HFBackend, context_length
-from selfreward.backends.load import load_policy, make_backend, resolve_model
+from selfreward.backends.load import load_policy, make_backend
 from selfreward.backends.precision import chosen, dtype_name, pin
 from selfreward.evaluate import evaluate
 from selfreward.observe.alerts import check as check_alerts
@@ -28,19 +29,19 @@ from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, 
 from selfreward.rundir.runinfo import check_or_create, note, read_info
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
-from selfreward.seeds import derive
+from selfreward.rng import derive
 from selfreward.select import select
 from selfreward.train.stage import train_stage
 
 
 def run(cfg, run_dir: Path) -> list[dict]:
     """Run the whole loop in `run_dir`, resuming any stage a previous run of the same config completed. Returns the
-    per-iteration metric rows (row 0: the seed)."""
+    per-iteration metric rows (row 0: M0)."""
     torch.manual_seed(cfg.seed)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     digest = check_or_create(run_dir, config, cfg.force_resume)
     clean_temporaries(run_dir)
-    model_path = resolve_model(cfg)
+    model_path = resolve(cfg)
     decide_dtype_once(cfg, run_dir)
     policy, tokenizer = load_policy(cfg, model_path)
     note(run_dir, precision={"dtype": dtype_name(policy), "auto": chosen()})
@@ -60,9 +61,10 @@ def run(cfg, run_dir: Path) -> list[dict]:
         data_stats.update({f"bootstrap/{k}": v for k, v in boot.items() if isinstance(v, (int, float))})
     backend = make_backend(cfg, model_path, policy, tokenizer)
     tracker = Tracker(cfg.tracking, run_dir, config)
-    # the seed, kept for KL and train.start_from=seed (a copy: no second load)
-    seed_model = copy.deepcopy(policy) if cfg.eval.kl or cfg.train.start_from == "seed" else None
-    reference = HFBackend(seed_model, tokenizer, progress=False) if cfg.eval.kl else None
+    # M0, kept for KL and train.start_from=m0 (a copy: no second load)
+    m0_model = copy.deepcopy(policy) if cfg.eval.kl or cfg.train.start_from == "m0" else None
+    reference = HFBackend(m0_model, tokenizer, progress=False) if cfg.eval.kl else None
+    replay = builtin.replay_rows(cfg)  # the built-in model's judge data, mixed into every training batch
 
     it = IterDir(run_dir, 0, digest)
     rows, ev = it.stage("eval", EvalSample, partial(evaluate, backend, eval_prompts, cfg))
@@ -92,9 +94,10 @@ def run(cfg, run_dir: Path) -> list[dict]:
         keep_all = cfg.train.data == "accumulate"
         winners, pair_pool = (winners + selected, pair_pool + pairs) if keep_all else (selected, pairs)
 
-        start = copy.deepcopy(seed_model) if cfg.train.start_from == "seed" else policy
+        start = copy.deepcopy(m0_model) if cfg.train.start_from == "m0" else policy
         backend.pause()  # vLLM sleep mode: training gets the accelerator
-        trained, st_train = train_stage(it, start, tokenizer, winners, pair_pool, cfg, derive(cfg.seed, i), model_path)
+        trained, st_train = train_stage(it, start, tokenizer, winners, pair_pool, cfg, derive(cfg.seed, i), model_path,
+                                        replay)
         policy = trained.merge_and_unload() if cfg.train.merge else trained
         backend.update(policy, it.path / "adapter", i)
 

@@ -106,7 +106,7 @@ def plan(cfg) -> str:
         f"  data       train={cfg.data.train_prompts or 'built-in ' + str(cfg.data.task)}, "
         f"eval={cfg.data.eval_prompts or 'built-in held-out'}",
         f"  iterations {cfg.iterations}: per iteration {prompts} prompts",
-        "  stages     sample -> judge -> select -> train (LoRA) -> evaluate, per iteration; the seed evaluated first",
+        "  stages     sample -> judge -> select -> train (LoRA) -> evaluate, per iteration; M0 evaluated first",
         f"  sample     K={s.k}, temperature={s.temperature}, top_p={s.top_p}, max_new_tokens={s.max_new_tokens}",
         f"  judge      {scorers.name_of(j)}: scores {list(j.scores)}, "
         + ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(j, enum_to_str=True).items()

@@ -166,6 +166,17 @@ class Preference(Record):
     OPTIONAL = ("answer",)
 
 
+@dataclass
+class ReplayRow(Record):
+    """A row mixed into every training batch (`train.replay_fraction`) so that what M0 learnt is not eroded: a
+    prompt (as the user turn) and its completion, the completion's last token weighted `last_weight`. The built-in
+    model's replay rows are its judge data (the rubric prompt, then the worked check and the score)."""
+
+    prompt: str
+    completion: str
+    last_weight: float = 1.0
+
+
 def by_prompt(rows: list) -> dict[str, list]:
     """Rows grouped by `prompt_id`, groups in first-seen order, rows in their order."""
     groups: dict[str, list] = {}

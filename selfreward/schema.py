@@ -61,7 +61,7 @@ class JudgeConfig:
                 "judge.scores must be single digits 0-9 (one token each, enforced by the regex)")
 
 
-StartFrom = choices("StartFrom", "previous", "seed", module=__name__)
+StartFrom = choices("StartFrom", "previous", "m0", module=__name__)
 TrainData = choices("TrainData", "current", "accumulate", module=__name__)
 
 

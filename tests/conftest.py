@@ -32,12 +32,12 @@ def tiny_model(cache_dir):
 
     from selfreward.backends.hf import load
     from selfreward.config import register
-    from selfreward.tasks.seed import ensure_seed
+    from selfreward.m0.builtin import ensure
 
     register()
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["+experiment=tiny"])
-    path = ensure_seed(cfg.model.seed, progress=False)
+    path = ensure(cfg.model.builtin, progress=False)
     return load(str(path), dtype="float32")  # exact-arithmetic tests; bf16 has its own (test_precision)
 
 

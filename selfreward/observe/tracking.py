@@ -135,7 +135,7 @@ def plot(rows: list[dict], out: Path) -> None:
                 ax.plot(*zip(*pts), marker="o", label=key)
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if name != "diversity":  # ratios to the seed may exceed 1
+        if name != "diversity":  # ratios to M0 may exceed 1
             ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

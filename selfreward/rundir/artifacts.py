@@ -15,6 +15,12 @@ from pathlib import Path
 from selfreward.records import Record
 
 
+def cache_dir(kind: str) -> Path:
+    """`$SELFREWARD_CACHE/KIND` (default `~/.cache/selfreward/KIND`): what outlives a run (built models, converted
+    weights)."""
+    return Path(os.environ.get("SELFREWARD_CACHE", Path.home() / ".cache" / "selfreward")) / kind
+
+
 def _clean(value):
     """JSON has no NaN: write null instead, so every tool can read the files."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Candidate, Judgment
 from selfreward.schema import JudgeConfig, choices, opt, require
-from selfreward.seeds import repeat
+from selfreward.rng import repeat
 
 uses_policy = True
 

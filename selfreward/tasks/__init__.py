@@ -1,1 +1,1 @@
-"""Built-in tasks and the seed-model bootstrap."""
+"""The built-in tasks: equation (the default), sequence, humaneval. Tasks only: M0 is built in `selfreward.m0`."""

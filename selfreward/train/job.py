@@ -3,7 +3,7 @@
     accelerate launch --config_file conf/accelerate/fsdp.yaml --num_processes 4 -m selfreward.train.job JOB.json
 
 JOB.json names the run's resolved config, the base model directory, the adapter to go on training (or none), the
-objective and the work directory holding the iteration's selected.jsonl and pairs.jsonl. The model is loaded by the
+objective and the work directory holding the iteration's selected.jsonl, pairs.jsonl and replay.jsonl. The model is loaded by the
 same `load_policy` as the loop's, so prompts are formatted alike. Every rank draws the same batches and trains on its
 slice; rank 0 saves the adapter. Each rank writes the SHA-256 of its adapter weights, so a caller can check they agree
 (under FSDP, of the whole adapter gathered from the shards).
@@ -23,7 +23,7 @@ from peft import PeftModel
 from torch.distributed.tensor import DTensor
 
 from selfreward.backends.load import load_policy
-from selfreward.records import Pair, Selection
+from selfreward.records import Pair, ReplayRow, Selection
 from selfreward.rundir.artifacts import read_jsonl
 from selfreward.train.stage import train
 
@@ -62,7 +62,9 @@ def main(job_file: str) -> None:
     if job.get("adapter"):
         model = PeftModel.from_pretrained(model, job["adapter"], is_trainable=True)
     selected, pairs = read_jsonl(out / "selected.jsonl", Selection), read_jsonl(out / "pairs.jsonl", Pair)
-    trained, stats = train(model, tokenizer, selected, pairs, cfg, job["seed"], job["objective"], accelerator=acc)
+    replay = read_jsonl(out / "replay.jsonl", ReplayRow)
+    trained, stats = train(model, tokenizer, selected, pairs, cfg, job["seed"], job["objective"], replay=replay,
+                           accelerator=acc)
     save(acc, trained, stats, out)
     acc.end_training()
 

@@ -1,6 +1,6 @@
 """LoRA-SFT on the iteration's winners (`train=sft`): completion-only NLL, the RSFT / RFT objective.
 
-Batches mix the winners with a `replay_fraction` share of the seed's own judge data (the built-in seed), so judging
+Batches mix the winners with a `replay_fraction` share of M0's own judge data (the built-in model's, handed over by the loop), so judging
 does not erode while generation improves.
 """
 
@@ -19,7 +19,7 @@ from selfreward.schema import TrainConfig, opt, require
 
 @dataclass
 class Config(TrainConfig):
-    replay_fraction: float = opt(0.3, "share of each batch drawn from the seed's own judge data (built-in seed)")
+    replay_fraction: float = opt(0.3, "share of each batch drawn from M0's own judge data (the built-in model)")
 
     def __post_init__(self):
         super().__post_init__()

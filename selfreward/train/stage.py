@@ -27,11 +27,11 @@ import yaml
 from omegaconf import OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from selfreward.records import Pair, Selection
+from selfreward.records import Pair, ReplayRow, Selection
 from selfreward.rundir.artifacts import IterDir, atomic, write_json, write_jsonl
-from selfreward.tasks.seed import replay_for
 from selfreward.train.fit import fit
 from selfreward.train.objectives import OBJECTIVES
+from selfreward.train.sft import encode
 
 ADAPTER = "adapter/adapter_model.safetensors"
 # the top-level conf/ folder ships as the package selfreward.conf (see pyproject's package-dir)
@@ -67,14 +67,15 @@ def with_adapter(model, lora_cfg):
 
 
 def train(model, tokenizer, selected: list[Selection], pairs: list[Pair], cfg, seed: int, name: str, *,
-          accelerator=None, progress: bool = True):
-    """Train `model` with objective `name` on the iteration's data. Returns (peft model, stats)."""
+          replay: list[ReplayRow] = (), accelerator=None, progress: bool = True):
+    """Train `model` with objective `name` on the iteration's data (and the `replay` rows the loop hands over).
+    Returns (peft model, stats)."""
     t, obj = cfg.train, objective(name)
     torch.manual_seed(seed)  # before the adapter's init, so a resumed run trains the same adapter
     peft_model = with_adapter(model, t.lora)
     if t.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    replay = replay_for(cfg, tokenizer)
+    replay = [encode(tokenizer, r.prompt, r.completion, last_weight=r.last_weight) for r in replay]
     draw, examples = obj.prepare(peft_model, tokenizer, selected, pairs, replay, t, seed, cfg.sampling.system_prompt,
                                  cfg.sampling.few_shot)
     if draw is None:
@@ -92,25 +93,26 @@ def save_adapter(model, out: Path) -> None:
 
 
 def train_stage(it: IterDir, start, tokenizer, selected: list[Selection], pairs: list[Pair], cfg, seed: int,
-                model_path: str):
+                model_path: str, replay: list[ReplayRow] = ()):
     """Train in this process, or in `train.processes` processes, or (resuming) load the adapter a previous run of
     this stage saved; a saved adapter is loaded onto `start`'s base weights. Returns (peft model, stats)."""
     t0, name = time.time(), objective_name(cfg.train)
     if (stats := it.done("train")) is None:
         if cfg.train.processes <= 1:
-            trained, stats = train(start, tokenizer, selected, pairs, cfg, seed, name)
+            trained, stats = train(start, tokenizer, selected, pairs, cfg, seed, name, replay=replay)
             save_adapter(trained, it.path / "adapter")
             stats["seconds"] = time.time() - t0
             it.mark("train", [ADAPTER], stats)
             return trained, stats
-        stats = {**launch(it.path, start, selected, pairs, cfg, seed, model_path, name), "seconds": time.time() - t0}
+        stats = {**launch(it.path, start, selected, pairs, replay, cfg, seed, model_path, name),
+                 "seconds": time.time() - t0}
         it.mark("train", [ADAPTER], stats)
     if isinstance(start, PeftModel):  # train.merge=false: the saved adapter holds all training so far
         start = start.unload()
     return PeftModel.from_pretrained(start, it.path / "adapter", is_trainable=not cfg.train.merge), stats
 
 
-def launch(d: Path, start, selected, pairs, cfg, seed: int, model_path: str, name: str) -> dict:
+def launch(d: Path, start, selected, pairs, replay, cfg, seed: int, model_path: str, name: str) -> dict:
     """Run `train` in `train.processes` processes (`selfreward.train.job`: accelerate with FSDP/DeepSpeed on GPUs,
     torchrun + gloo on CPU); returns rank 0's stats with every rank's adapter digest."""
     work = d / ".train_job"
@@ -118,6 +120,7 @@ def launch(d: Path, start, selected, pairs, cfg, seed: int, model_path: str, nam
     work.mkdir(parents=True)
     write_jsonl(work / "selected.jsonl", selected)
     write_jsonl(work / "pairs.jsonl", pairs)
+    write_jsonl(work / "replay.jsonl", replay)
     adapter = None
     if isinstance(start, PeftModel):  # go on training the previous iteration's adapter
         start.save_pretrained(work / "start_adapter")

@@ -3,9 +3,11 @@ model directory the loop loads, and the judge preflight that stops a run before 
 
 import json
 
-from selfreward import bootstrap, data
+from selfreward import data
+from selfreward.m0 import bootstrap
 from selfreward.backends.hf import HFBackend
-from selfreward.backends.load import load_policy, resolve_model
+from selfreward.backends.load import load_policy
+from selfreward.m0 import resolve
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
 from tests.conftest import compose_config, run_loop
@@ -18,7 +20,7 @@ SMALL = ["data.n_train=96", "data.n_eval=16", "data.prompts_per_iteration=16", "
 
 def test_judge_examples_are_balanced_and_from_the_seed_split_only(tmp_path, cache_dir):
     cfg = compose_config(SMALL)
-    policy, tok = load_policy(cfg, resolve_model(cfg))
+    policy, tok = load_policy(cfg, resolve(cfg))
     train, evals, _ = data.load(cfg.data, tmp_path)
     pool, seed_split = bootstrap.split(train, cfg)
     assert len(seed_split) == 32 and not {p.id for p in seed_split} & {p.id for p in pool + evals}
@@ -69,8 +71,8 @@ def test_preflight_stops_before_training_with_its_advice(tmp_path, cache_dir, ca
     assert "judge=verifier" in out and "stopping before any training" in out
 
 
-def test_seed_cli_writes_a_model_directory_the_loop_takes(tmp_path, cache_dir):
-    from selfreward.seed import main
+def test_m0_command_writes_a_model_directory_the_loop_takes(tmp_path, cache_dir):
+    from selfreward.m0.__main__ import main
 
     out = tmp_path / "m0"
     main(["--out", str(out), *SMALL])
@@ -104,7 +106,7 @@ def test_sequence_task_through_the_loop(tmp_path, cache_dir):
     M0 has no judge example to learn from: the seed split is tested in tests/unit/test_sequence.py.)"""
     run = tmp_path / "run"
     rows = run_loop(["+experiment=tiny", "data.task=sequence", "data.n_train=64", "data.n_eval=16",
-                     "model.seed.max_positions=384", "judge.rubric.template=sequence_score_base.jinja",
+                     "model.builtin.max_positions=384", "judge.rubric.template=sequence_score_base.jinja",
                      "judge.rubric.reasoning_regex=''", "judge.rubric.score_prefix='\nScore(1-5):'",
                      "sampling.stop=[',']", "iterations=1"], run)
     assert [r["iteration"] for r in rows] == [0, 1]

@@ -24,7 +24,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch.distributed.tensor import DTensor
 
 from selfreward.records import Pair, Selection
-from selfreward.tasks.seed import ensure_seed
+from selfreward.m0.builtin import ensure, replay_rows
 from selfreward.train import sft
 from selfreward.train.fit import fit
 from selfreward.train.job import adapter_digest, adapter_state
@@ -65,7 +65,7 @@ def test_two_processes_train_one_adapter(tmp_path, cache_dir, tiny_model, object
     cfg = compose_config(["+experiment=tiny", f"train={objective}", "train.processes=2",
                           "train.accelerate_config=cpu.yaml", "train.steps=6", "train.batch_size=8",
                           "train.micro_batch=2"])
-    model_path = str(ensure_seed(cfg.model.seed, progress=False))
+    model_path = str(ensure(cfg.model.builtin, progress=False))
     rows = [Selection(f"{a}x+{b}={a * x + b}", f"x={x}", str(k), 0, 5.0, None)
             for k, (a, b, x) in enumerate([(2, 3, 4), (3, 1, 5), (5, 2, 7), (4, 9, 2), (6, 6, 6), (7, 1, 3)])]
     pairs = [Pair(r.prompt, r.completion, "x=99", r.prompt_id, 5.0, 1.0) for r in rows]
@@ -79,7 +79,8 @@ def test_two_processes_train_one_adapter(tmp_path, cache_dir, tiny_model, object
             return run(cmd, **{**kw, "env": {**kw["env"], **_env("fsdp")}})
 
         monkeypatch.setattr(subprocess, "run", run_here)
-    stats = launch(d, copy.deepcopy(tiny_model[0]), rows, pairs, cfg, seed=1, model_path=model_path, name=objective)
+    stats = launch(d, copy.deepcopy(tiny_model[0]), rows, pairs, replay_rows(cfg), cfg, seed=1, model_path=model_path,
+                   name=objective)
     assert stats["steps"] == 6 and stats["skipped_steps"] == 0
     assert ("train/rewards_margin" in stats) == (objective == "dpo")
     digests = stats["rank_sha256"]
@@ -144,7 +145,7 @@ def _fit(model, micro_batch: int, accelerator=None) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_process_step_is_the_one_process_step(tmp_path, cache_dir, tiny_model, sharding):
-    model_path = ensure_seed(compose_config(["+experiment=tiny"]).model.seed, progress=False)
+    model_path = ensure(compose_config(["+experiment=tiny"]).model.builtin, progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", THIS, str(tmp_path), str(model_path)]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(sharding), capture_output=True, text=True, timeout=600)

@@ -155,16 +155,23 @@ def test_sweep_launcher_configs_compose(launcher, target):
     assert target in r.stdout
 
 
-def test_renamed_groups_compose_the_same_config_and_the_old_names_say_the_new_ones():
+def test_renamed_groups_and_keys_compose_the_same_config_and_the_old_names_say_the_new_ones():
     from tests.conftest import compose_config
 
     old = compose_config(["judge=self", "data=jsonl", "data.train_prompts=a.jsonl", "data.eval_prompts=b.jsonl"])
     new = compose_config(["judge=rubric", "data=prompts", "data.train_prompts=a.jsonl", "data.eval_prompts=b.jsonl"])
     assert OmegaConf.to_container(old) == OmegaConf.to_container(new)
     assert OmegaConf.to_container(compose_config([])) == OmegaConf.to_container(compose_config(["judge=rubric"]))
-    r = subprocess.run([sys.executable, "-m", "selfreward", "judge=self", "dry_run=true"], capture_output=True,
-                       text=True, timeout=120)
+    from selfreward.config import upgrade
+
+    renamed = upgrade(["model.seed.steps=800", "train.start_from=seed", "seed=3"])
+    assert renamed == ["model.builtin.steps=800", "train.start_from=m0", "seed=3"]  # the random seed keeps its name
+    assert compose_config(renamed).model.builtin.steps == 800
+    r = subprocess.run([sys.executable, "-m", "selfreward", "judge=self", "model.seed.steps=900",
+                        "train.start_from=seed", "dry_run=true"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "judge=self is now judge=rubric" in r.stderr, r.stderr[-1000:]
+    assert "model.seed is now model.builtin" in r.stderr and "train.start_from=seed is now train.start_from=m0" in \
+        r.stderr
     r = subprocess.run([sys.executable, "-m", "selfreward", "judge=rubric", "dry_run=true"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "is now" not in r.stderr

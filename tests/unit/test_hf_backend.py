@@ -34,10 +34,10 @@ def test_sampling_pass_log_probs_match_teacher_forcing():
     """The log-probs each completion carries, read off generate's own logits, are the teacher-forced ones
     (completions that end with EOS: the shipped seed's all do), so the sampling stage needs no second pass."""
     from selfreward.backends.hf import load
-    from selfreward.tasks.recipe import SeedRecipe
-    from selfreward.tasks.seed import ensure_seed
+    from selfreward.m0.recipe import BuiltinRecipe
+    from selfreward.m0.builtin import ensure
 
-    model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu", dtype="float32")
+    model, tok = load(str(ensure(BuiltinRecipe())), device="cpu", dtype="float32")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
     backend = HFBackend(model, tok, progress=False)
     out = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)
@@ -54,10 +54,10 @@ def test_rows_end_at_stop_strings_with_the_figures_of_the_tokens_kept():
     without them); its log-prob and entropy are the means over the kept tokens, as a forward pass gives them."""
     from selfreward.backends.hf import load
     from selfreward.prompting import cut
-    from selfreward.tasks.recipe import SeedRecipe
-    from selfreward.tasks.seed import ensure_seed
+    from selfreward.m0.recipe import BuiltinRecipe
+    from selfreward.m0.builtin import ensure
 
-    model, tok = load(str(ensure_seed(SeedRecipe())), device="cpu", dtype="float32")
+    model, tok = load(str(ensure(BuiltinRecipe())), device="cpu", dtype="float32")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
     backend = HFBackend(model, tok, progress=False)
     whole = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)

@@ -220,7 +220,7 @@ def test_pairwise_scores_win_rates_and_reports_position_bias(tiny_model):
 def _tiny_reward_model(path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from selfreward.tasks.seed import build_tokenizer
+    from selfreward.m0.builtin import build_tokenizer
 
     tok = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

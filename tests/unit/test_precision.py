@@ -15,8 +15,8 @@ from selfreward.prompting import chat
 from selfreward.records import Selection
 from selfreward.scorers import rubric
 from selfreward.scorers.rubric import schema_regex
-from selfreward.tasks.recipe import SeedRecipe
-from selfreward.tasks.seed import ensure_seed
+from selfreward.m0.recipe import BuiltinRecipe
+from selfreward.m0.builtin import ensure
 from selfreward.train.stage import train
 from tests.conftest import cand, compose_config
 
@@ -28,7 +28,7 @@ PROMPTS = [f"{a}x+{b}={a * x + b}" for a, b, x in [(2, 1, 2), (3, 4, 5), (7, 20,
 
 @pytest.fixture(scope="module")
 def models():
-    path = str(ensure_seed(SeedRecipe(), progress=False))
+    path = str(ensure(BuiltinRecipe(), progress=False))
     return {dt: load(path, dtype=dt) for dt in ("float32", "bfloat16")}
 
 

@@ -34,19 +34,36 @@ def test_verifier():
     assert is_correct("nothing", None) is None
 
 
-def test_seed_rebuild_command_builds_a_loadable_model(tmp_path):
-    """The documented rebuild command, `python -m selfreward.tasks.seed --out DIR [recipe fields]`, on a tiny recipe."""
+def test_builtin_model_rebuild_command_builds_a_loadable_model(tmp_path):
+    """The documented rebuild command, `selfreward m0 --builtin --out DIR [model.builtin.FIELD=value]`, on a tiny
+    recipe; the old command (`python -m selfreward.tasks.seed --out DIR FIELD=value`) says so and builds the same."""
     import json
     import subprocess
     import sys
 
     recipe = ["hidden_size=32", "layers=1", "heads=2", "intermediate_size=32", "steps=4", "self_steps=2",
               "batch_size=8", "report_prompts=4"]
-    r = subprocess.run([sys.executable, "-m", "selfreward.tasks.seed", "--out", str(tmp_path), *recipe],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "selfreward", "m0", "--builtin", "--out", str(tmp_path / "new"),
+                        *(f"model.builtin.{f}" for f in recipe)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    (out,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (out,) = [p for p in (tmp_path / "new").iterdir() if p.is_dir()]
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
     report = json.loads((out / "seed_report.json").read_text())
     assert report["recipe"]["hidden_size"] == 32 and report["recipe_hash"] == out.name
     assert f"saved {out}" in r.stdout
+
+    old = subprocess.run([sys.executable, "-m", "selfreward.tasks.seed", "--out", str(tmp_path / "old"), *recipe],
+                         capture_output=True, text=True, timeout=300)
+    assert old.returncode == 0, old.stderr[-3000:]
+    assert "selfreward.tasks.seed is now selfreward m0 --builtin" in old.stderr
+    assert [p.name for p in (tmp_path / "old").iterdir()] == [out.name]  # the same recipe
+
+
+def test_old_m0_commands_name_the_new_one():
+    import subprocess
+    import sys
+
+    for cmd, new in ((["-m", "selfreward.seed", "--help"], "is now selfreward m0"),
+                     (["-m", "selfreward", "builtin-model", "--help"], "is now selfreward m0 --builtin")):
+        r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and new in r.stderr and "usage: selfreward m0" in r.stdout, r.stderr[-2000:]

@@ -80,14 +80,14 @@ def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     from selfreward.backends.vllm import VLLMBackend, engine
     from selfreward.config import VLLMConfig, register
     from selfreward.scorers import rubric
-    from selfreward.tasks.seed import ensure_seed
+    from selfreward.m0.builtin import ensure
     from tests.conftest import cand
 
     register()
     with initialize_config_module("selfreward.conf", version_base=None):
         cfg = compose("config", overrides=["+experiment=tiny"])
     model, tok = tiny_model
-    llm = engine(str(ensure_seed(cfg.model.seed, progress=False)), VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
+    llm = engine(str(ensure(cfg.model.builtin, progress=False)), VLLMConfig(), lora_rank=8, seed=0, max_model_len=96)
     cands = [cand(str(i), 0, t, prompt=f"{i + 2}x+3={2 * (i + 2) + 3}")
              for i, t in enumerate(["x=2", "x=9", "x=3", "x=40"])]
     jcfg = rubric.Config(rubric=rubric.RubricSettings(reasoning_regex="", score_prefix=":"))

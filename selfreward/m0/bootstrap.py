@@ -1,4 +1,4 @@
-"""M0 for any model with a verifier (`model.bootstrap.enabled=true`, or `python -m selfreward.seed`): the
+"""M0 for any model with a verifier (`model.bootstrap.enabled=true`, or `selfreward m0 --out DIR`): the
 Self-Rewarding recipe's seed, built from the base model's own verified samples.
 
 Yuan et al. build M0 from a base model with instruction data and evaluation (LLM-as-a-Judge) data. Here both come
@@ -11,7 +11,7 @@ them teaches the judge; `instruction=true` also trains on the verified right ans
 two effects can be told apart). A share of the seed prompts (`holdout`) is kept out of training to measure the judge
 before and after (`judge/auc_within`, as the loop's preflight reads it).
 
-    python -m selfreward.seed --out DIR +experiment=gemma3_270m_loop     # then: model.path=DIR (selfreward/seed.py)
+    selfreward m0 --out DIR +experiment=gemma3_270m_loop     # then: model.path=DIR (selfreward/m0/__main__.py)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from selfreward.records import Candidate, Prompt, by_prompt
 from selfreward.sample import sample
 from selfreward.schema import ConfigError, opt, require
 from selfreward.scorers.verifier import settings_of
-from selfreward.seeds import derive
+from selfreward.rng import derive
 from selfreward.train.fit import fit
 from selfreward.train.sft import Example, collate, encode, loss, mixture
 from selfreward.train.stage import with_adapter
