@@ -28,17 +28,17 @@ from selfreward import scorers
 from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.backends.load import load_policy, servable
-from selfreward.m0 import resolve
 from selfreward.backends.precision import matmul_rate as matmul_peak
 from selfreward.backends.precision import sync, weights_dtype
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
+from selfreward.m0 import resolve
+from selfreward.m0.builtin import build_model, build_tokenizer, ensure
+from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
-from selfreward.m0.recipe import BuiltinRecipe
-from selfreward.m0.builtin import build_model, build_tokenizer, ensure
 from selfreward.train.stage import train
 
 register()
@@ -220,8 +220,9 @@ def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, pea
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
+    ten_m = BuiltinRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280)
     models = {"default (seed)": AutoModelForCausalLM.from_pretrained(ensure(BuiltinRecipe())),
-              "10M config": build_model(BuiltinRecipe(hidden_size=320, layers=6, heads=10, intermediate_size=1280), tok)}
+              "10M config": build_model(ten_m, tok)}
     models = {name: m.to(device, dtype).eval() for name, m in models.items()}
     prompts = prompt_pool(n_prompts, seed=5, evaluation=False)
     eval_prompts = prompt_pool(n_eval, seed=7, evaluation=True)

@@ -21,11 +21,11 @@ from selfreward import scorers
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
+from selfreward.m0.builtin import build_model, build_tokenizer, ensure
+from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
-from selfreward.m0.recipe import BuiltinRecipe
-from selfreward.m0.builtin import build_model, build_tokenizer, ensure
 from selfreward.train.stage import train
 
 register()

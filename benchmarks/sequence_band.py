@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from selfreward.backends.hf import HFBackend
 from selfreward.backends.load import load_policy
-from selfreward.m0 import resolve
 from selfreward.config import register
 from selfreward.data import sequence_task
+from selfreward.m0 import resolve
 from selfreward.observe.metrics import mean
 from selfreward.records import Prompt, by_prompt
 from selfreward.sample import sample

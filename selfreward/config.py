@@ -36,8 +36,8 @@ StructuredBackend = choices("StructuredBackend", "outlines", "xgrammar", "guidan
 
 @dataclass
 class ModelConfig:
-    path: str = opt(MISSING, "'builtin' (the built-in task's tiny model, shipped), a local HF model directory, a hub id, or pkg:MODULE "
-                             "(a pip package whose assemble() writes a GGUF)")
+    path: str = opt(MISSING, "'builtin' (the built-in task's tiny model, shipped), a local HF model directory, a hub "
+                             "id, or pkg:MODULE (a pip package whose assemble() writes a GGUF)")
     init: Init = opt(Init.pretrained, "pretrained, or random (same architecture, random weights)")
     dtype: Dtype = opt(Dtype.auto, "auto: bf16 where a timed matmul runs it faster than fp32 (GPUs; CPUs with AMX or "
                                    "AVX512-BF16), else fp32")

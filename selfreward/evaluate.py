@@ -9,8 +9,8 @@ from selfreward.observe.embed import mean_pairwise_cosine
 from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, kendall_within, mean
 from selfreward.prompting import chat, cut
 from selfreward.records import EvalSample, Prompt
-from selfreward.scorers.verifier import extract_answer, label, settings_of
 from selfreward.rng import derive
+from selfreward.scorers.verifier import extract_answer, label, settings_of
 
 
 def evaluate(backend, prompts: list[Prompt], cfg, reference=None,

@@ -15,21 +15,21 @@ import torch
 from omegaconf import OmegaConf
 
 from selfreward import data, preferences, scorers
-from selfreward.m0 import bootstrap, builtin, resolve
 from selfreward.backends.hf import HFBackend, context_length
 from selfreward.backends.load import load_policy, make_backend
 from selfreward.backends.precision import chosen, dtype_name, pin
 from selfreward.evaluate import evaluate
+from selfreward.m0 import bootstrap, builtin, resolve
 from selfreward.observe.alerts import check as check_alerts
 from selfreward.observe.alerts import measurable, preflight, stops_before_training
 from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
 from selfreward.records import Candidate, EvalSample, Judgment
+from selfreward.rng import derive
 from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, write_jsonl
 from selfreward.rundir.runinfo import check_or_create, note, read_info
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
-from selfreward.rng import derive
 from selfreward.select import select
 from selfreward.train.stage import train_stage
 

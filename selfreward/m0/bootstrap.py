@@ -31,10 +31,10 @@ from selfreward.backends.load import save_model
 from selfreward.observe.metrics import judge_report, mean
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Candidate, Prompt, by_prompt
+from selfreward.rng import derive
 from selfreward.sample import sample
 from selfreward.schema import ConfigError, opt, require
 from selfreward.scorers.verifier import settings_of
-from selfreward.rng import derive
 from selfreward.train.fit import fit
 from selfreward.train.sft import Example, collate, encode, loss, mixture
 from selfreward.train.stage import with_adapter

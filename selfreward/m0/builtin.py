@@ -30,9 +30,8 @@ from selfreward.rundir.artifacts import atomic, cache_dir
 from selfreward.scorers import rubric
 from selfreward.scorers.verifier import is_correct
 from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss
-from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.train.fit import fit
-from selfreward.train.sft import Example, collate, encode, loss
+from selfreward.train.sft import collate, encode, loss
 
 FORMAT_VERSION = 1  # bump when the data format or training code changes what a recipe produces
 PACKAGED = Path(__file__).resolve().parent / "builtin_weights"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from selfreward.prompting import chat, render_judge
 from selfreward.records import Candidate, Judgment
-from selfreward.schema import JudgeConfig, choices, opt, require
 from selfreward.rng import repeat
+from selfreward.schema import JudgeConfig, choices, opt, require
 
 uses_policy = True
 

@@ -3,10 +3,10 @@
     accelerate launch --config_file conf/accelerate/fsdp.yaml --num_processes 4 -m selfreward.train.job JOB.json
 
 JOB.json names the run's resolved config, the base model directory, the adapter to go on training (or none), the
-objective and the work directory holding the iteration's selected.jsonl, pairs.jsonl and replay.jsonl. The model is loaded by the
-same `load_policy` as the loop's, so prompts are formatted alike. Every rank draws the same batches and trains on its
-slice; rank 0 saves the adapter. Each rank writes the SHA-256 of its adapter weights, so a caller can check they agree
-(under FSDP, of the whole adapter gathered from the shards).
+objective and the work directory holding the iteration's selected.jsonl, pairs.jsonl and replay.jsonl. The model is
+loaded by the same `load_policy` as the loop's, so prompts are formatted alike. Every rank draws the same batches and
+trains on its slice; rank 0 saves the adapter. Each rank writes the SHA-256 of its adapter weights, so a caller can
+check they agree (under FSDP, of the whole adapter gathered from the shards).
 """
 
 from __future__ import annotations

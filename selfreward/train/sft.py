@@ -1,7 +1,7 @@
 """LoRA-SFT on the iteration's winners (`train=sft`): completion-only NLL, the RSFT / RFT objective.
 
-Batches mix the winners with a `replay_fraction` share of M0's own judge data (the built-in model's, handed over by the loop), so judging
-does not erode while generation improves.
+Batches mix the winners with a `replay_fraction` share of M0's own judge data (the built-in model's, handed over by
+the loop), so judging does not erode while generation improves.
 """
 
 from __future__ import annotations

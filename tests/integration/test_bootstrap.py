@@ -4,10 +4,9 @@ model directory the loop loads, and the judge preflight that stops a run before 
 import json
 
 from selfreward import data
-from selfreward.m0 import bootstrap
 from selfreward.backends.hf import HFBackend
 from selfreward.backends.load import load_policy
-from selfreward.m0 import resolve
+from selfreward.m0 import bootstrap, resolve
 from selfreward.sample import sample
 from selfreward.scorers.verifier import settings_of
 from tests.conftest import compose_config, run_loop

@@ -23,8 +23,8 @@ import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.distributed.tensor import DTensor
 
-from selfreward.records import Pair, Selection
 from selfreward.m0.builtin import ensure, replay_rows
+from selfreward.records import Pair, Selection
 from selfreward.train import sft
 from selfreward.train.fit import fit
 from selfreward.train.job import adapter_digest, adapter_state

@@ -34,8 +34,8 @@ def test_sampling_pass_log_probs_match_teacher_forcing():
     """The log-probs each completion carries, read off generate's own logits, are the teacher-forced ones
     (completions that end with EOS: the shipped seed's all do), so the sampling stage needs no second pass."""
     from selfreward.backends.hf import load
-    from selfreward.m0.recipe import BuiltinRecipe
     from selfreward.m0.builtin import ensure
+    from selfreward.m0.recipe import BuiltinRecipe
 
     model, tok = load(str(ensure(BuiltinRecipe())), device="cpu", dtype="float32")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
@@ -53,9 +53,9 @@ def test_rows_end_at_stop_strings_with_the_figures_of_the_tokens_kept():
     """With stop strings a row ends once it holds one and comes back cut before it (the draws are those of a run
     without them); its log-prob and entropy are the means over the kept tokens, as a forward pass gives them."""
     from selfreward.backends.hf import load
-    from selfreward.prompting import cut
-    from selfreward.m0.recipe import BuiltinRecipe
     from selfreward.m0.builtin import ensure
+    from selfreward.m0.recipe import BuiltinRecipe
+    from selfreward.prompting import cut
 
     model, tok = load(str(ensure(BuiltinRecipe())), device="cpu", dtype="float32")
     prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]

@@ -11,12 +11,12 @@ import torch
 from selfreward import scorers
 from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, load
+from selfreward.m0.builtin import ensure
+from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.prompting import chat
 from selfreward.records import Selection
 from selfreward.scorers import rubric
 from selfreward.scorers.rubric import schema_regex
-from selfreward.m0.recipe import BuiltinRecipe
-from selfreward.m0.builtin import ensure
 from selfreward.train.stage import train
 from tests.conftest import cand, compose_config
 

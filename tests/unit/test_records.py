@@ -4,8 +4,8 @@ import json
 import math
 
 from selfreward.records import Candidate, EvalSample, Judgment, Pair, Prompt, Selection, by_prompt
-from selfreward.rundir.artifacts import read_jsonl, write_jsonl
 from selfreward.rng import derive, repeat
+from selfreward.rundir.artifacts import read_jsonl, write_jsonl
 
 
 def test_records_round_trip_through_jsonl_with_their_columns(tmp_path):

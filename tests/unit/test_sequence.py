@@ -4,8 +4,8 @@ training, whatever the pool sizes and seeds; answers the verifier checks."""
 import pytest
 
 from selfreward import data
-from selfreward.m0 import bootstrap
 from selfreward.data import DataError
+from selfreward.m0 import bootstrap
 from selfreward.scorers.verifier import is_correct
 from selfreward.tasks import sequence
 from tests.conftest import compose_config

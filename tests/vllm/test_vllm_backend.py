@@ -79,8 +79,8 @@ def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     from selfreward.backends.hf import HFBackend
     from selfreward.backends.vllm import VLLMBackend, engine
     from selfreward.config import VLLMConfig, register
-    from selfreward.scorers import rubric
     from selfreward.m0.builtin import ensure
+    from selfreward.scorers import rubric
     from tests.conftest import cand
 
     register()
