@@ -54,18 +54,18 @@ def test_fresh_slices_and_decontamination():
 
 
 def test_contaminated_eval_prompts_are_dropped_or_stop_the_run(tmp_path):
-    from types import SimpleNamespace
+    from selfreward.config import DataConfig
 
     train = [Prompt("t1", "one two three four five six seven eight nine ten eleven twelve thirteen"),
              Prompt("t2", "2x+1=5")]
     evals = [Prompt("e1", "Zero one two three four five six seven eight nine ten eleven twelve thirteen!"),
              Prompt("e2", " 2X+1=5 "), Prompt("e3", "3x+1=7")]
-    cfg = SimpleNamespace(contamination_n=13, on_contamination="drop")
+    cfg = DataConfig(contamination_n=13, on_contamination="drop")
     kept, stats = decontaminate(train, evals, cfg, tmp_path)
     assert [r.id for r in kept] == ["e3"] and stats["contamination/overlapping"] == 2
     assert (tmp_path / "contaminated.jsonl").exists()
     with pytest.raises(DataError, match="overlap training prompts"):
-        decontaminate(train, evals, SimpleNamespace(contamination_n=13, on_contamination="stop"), tmp_path)
+        decontaminate(train, evals, DataConfig(contamination_n=13, on_contamination="stop"), tmp_path)
 
 
 def test_sharded_stage_resumes_and_cleans_up(tmp_path):

@@ -2,7 +2,6 @@
 
 import copy
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,7 +44,7 @@ def test_loss_and_rewards_equal_trls_dpo_trainer(tmp_path, tiny_model, loss_type
     with torch.no_grad(), policy.disable_adapter():  # TRL's reference for a new adapter: the adapter disabled
         ref, _ = dpo.sequence_logps(policy, ours)
     ours.update(ref_chosen=ref.chunk(2)[0], ref_rejected=ref.chunk(2)[1], weight=float(len(PAIRS)))
-    cfg = SimpleNamespace(beta=0.1, loss=loss_type, nll_weight=nll_weight)
+    cfg = dpo.Config(beta=0.1, loss=loss_type, nll_weight=nll_weight)
     assert float(dpo.loss(policy, ours, cfg=cfg)) == pytest.approx(theirs, abs=1e-4)
     with torch.no_grad():
         logps, counts = dpo.sequence_logps(policy, ours)
@@ -60,8 +59,8 @@ def test_nll_weight_adds_the_chosen_tokens_mean_nll(tiny_model):
     model, tok = tiny_model
     rows = [dpo.PairExample(dpo.encode(tok, p, c), dpo.encode(tok, p, r)) for p, c, r in PAIRS]
     batch = dpo.collate(rows, tok.pad_token_id, torch.device("cpu"))
-    plain = float(dpo.loss(model, batch, cfg=SimpleNamespace(beta=0.1, loss="sigmoid", nll_weight=0.0)))
-    rpo = float(dpo.loss(model, batch, cfg=SimpleNamespace(beta=0.1, loss="sigmoid", nll_weight=1.0)))
+    plain = float(dpo.loss(model, batch, cfg=dpo.Config(beta=0.1, loss="sigmoid", nll_weight=0.0)))
+    rpo = float(dpo.loss(model, batch, cfg=dpo.Config(beta=0.1, loss="sigmoid", nll_weight=1.0)))
     with torch.no_grad():
         logps, counts = dpo.sequence_logps(model, batch)
     nll = float(-logps.chunk(2)[0].sum() / counts.chunk(2)[0].sum())

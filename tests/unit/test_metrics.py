@@ -63,16 +63,13 @@ def test_embedding_similarity_of_identical_and_different_candidates():
 
 
 def test_failed_judgments_count_as_parse_failures_and_are_never_selected():
-    from types import SimpleNamespace
-
-    from selfreward.select import select
+    from selfreward.select import SelectionConfig, select
 
     cands = [cand("p", i, t, correct=y) for i, (t, y) in enumerate([("a", True), ("b", False)])]
     judg = judged({("p", 0): math.nan, ("p", 1): 1.0}, parse_fail={("p", 0): 1})
     r = judge_report(cands, judg, accept=3.0)
     assert r["judge/parse_fail_rate"] == 0.5
-    cfg = SimpleNamespace(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="first",
-                          pair_margin=1.0, seed=0, length_tolerance=0.0)
+    cfg = SelectionConfig(threshold=None, tie_break="first")
     sel, _, _ = select(cands, judg, cfg)
     assert [s.completion for s in sel] == ["b"]
 

@@ -3,12 +3,11 @@ line, the built-in task's pairs, and the accuracy figure (ties half, unscored pa
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 from datasets import Dataset, DatasetDict
 
-from selfreward.config import DataConfig, SamplingConfig
+from selfreward.config import DataConfig
 from selfreward.data import DataError
 from selfreward.preferences import accuracy, read, task_pairs
 from selfreward.records import Preference
@@ -103,14 +102,13 @@ def test_a_pairwise_judge_on_pairs_ties_exactly_where_its_two_orders_disagree(ti
 
     from selfreward.backends.hf import HFBackend
     from selfreward.preferences import measure
-    from selfreward.scorers import pairwise
+    from tests.conftest import compose_config
 
     model, tok = tiny_model
     torch.manual_seed(2)
     backend = HFBackend(AutoModelForCausalLM.from_config(model.config).eval(), tok, progress=False)
     pairs = task_pairs(DataConfig(task="equation"), 12)
-    cfg = SimpleNamespace(judge=pairwise.Config(pairwise=pairwise.PairwiseSettings(score_prefix=":", max_new_tokens=4)),
-                          sampling=SamplingConfig())
+    cfg = compose_config(["judge=pairwise", "judge.pairwise.score_prefix=:", "judge.pairwise.max_new_tokens=4"])
     judgments, out = measure(backend, pairs, cfg, seed=0)
     assert len(judgments) == 24 and out["judge/pref_pairs"] == 12
     assert out["judge/pref_ties"] == pytest.approx(1 - out["judge/pref_order_agreement"])

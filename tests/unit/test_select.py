@@ -1,17 +1,14 @@
 import math
-from types import SimpleNamespace
 
 from selfreward.records import Pair
+from selfreward.select import SelectionConfig
 from selfreward.select import select as select_records
 from tests.conftest import cand, judged
 
 
 def cfg(**kw):
-    base = dict(strategy="judge", top_k=1, threshold=None, min_margin=0.0, tie_break="shortest", pair_margin=1.0,
-                seed=0,
-                length_tolerance=0.0)
-    base.update(kw)
-    return SimpleNamespace(**base)
+    """The schema's selection settings, keeping the best whatever its score unless a test sets a threshold."""
+    return SelectionConfig(**{"threshold": None, **kw})
 
 
 def cands(texts, pid="p", finals=None, logprobs=None, correct=None):
@@ -95,35 +92,6 @@ def test_length_tolerance_prefers_shortest_near_best():
     assert pairs[0].chosen == "short" and pairs[0].rejected == "x"
     sel, _, _ = select(c, scores, cfg(length_tolerance=0.5, threshold=4.7))
     assert sel == []  # the threshold still applies to the length-controlled pick
-
-
-def test_pairs_are_trl_preference_rows_and_train_a_dpo_step(tmp_path, tiny_model):
-    """pairs.jsonl loads with `datasets`, is TRL's standard preference format, and DPOTrainer takes it as is."""
-    import copy
-
-    from datasets import load_dataset
-    from trl import DPOConfig, DPOTrainer
-    from trl.data_utils import is_conversational, maybe_apply_chat_template
-
-    from selfreward.rundir.artifacts import write_jsonl
-
-    rows = []
-    for k in range(4):
-        rows += cands([f"x={k + 1}", f"x={k + 10}"], pid=f"p{k}")
-    scores = {(f"p{k}", i): (5.0 if i == 0 else 1.0) for k in range(4) for i in range(2)}
-    _, pairs, st = select(rows, scores, cfg())
-    assert st["select/pairs"] == 4
-    write_jsonl(tmp_path / "pairs.jsonl", pairs)
-    ds = load_dataset("json", data_files=str(tmp_path / "pairs.jsonl"), split="train")
-    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
-    assert not is_conversational(ds[0])
-    model, tok = tiny_model
-    assert maybe_apply_chat_template(ds[0], tok)["chosen"] == "x=1"  # standard rows pass through unchanged
-    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, report_to=[],
-                     logging_steps=1, save_strategy="no", use_cpu=True, dataset_num_proc=None)
-    trainer = DPOTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=ds, processing_class=tok)
-    out = trainer.train()
-    assert out.training_loss == out.training_loss  # finite, not NaN
 
 
 def test_oracle_keeps_verified_answers_only():
