@@ -210,8 +210,10 @@ class Config:
                 "set train.merge=false (or train.start_from=m0)")
         require(t.processes == 1 or self.model.init == Init.pretrained,
                 "train.processes > 1 loads weights from model.path: model.init=random needs train.processes=1")
-        require(self.backend == Backend.hf or self.model.init == Init.pretrained,
-                "backend=vllm loads weights from model.path: model.init=random needs backend=hf")
+        dummy = self.vllm.engine_kwargs.get("load_format") == "dummy"  # vLLM's random weights (benchmarks)
+        require(self.backend == Backend.hf or self.model.init == Init.pretrained or dummy,
+                "backend=vllm loads weights from model.path: model.init=random needs backend=hf (or "
+                "vllm.engine_kwargs.load_format=dummy, random weights in the engine too)")
 
 
 # old override -> the one it is now (a trailing '.' renames every key under it); the old spelling works for one more

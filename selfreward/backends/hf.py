@@ -62,7 +62,8 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
     if init == "random":
         config = AutoConfig.from_pretrained(path, **kw)
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        with dev:  # made where it runs: a GPU initialises an 8B model in seconds, a CPU in minutes
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=not gguf_file, **kw)
     if tokenizer.pad_token_id is None:
