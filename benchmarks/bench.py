@@ -36,7 +36,7 @@ from selfreward.m0 import resolve
 from selfreward.m0.builtin import build_model, build_tokenizer, ensure
 from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.prompting import chat, render_judge
-from selfreward.records import Prompt, Selection
+from selfreward.records import Prompt, PromptFormat, Selection
 from selfreward.sample import sample
 from selfreward.tasks.equation import EquationTask, pool
 from selfreward.train.stage import train
@@ -132,7 +132,7 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
     cands, ts = stage("sample", lambda: sample(backend, prompts, cfg.sampling, seed=1))
     gen_tokens = sum(len(tok(c.text).input_ids) + 1 for c in cands)
     # useful work: each prompt's prefill once, plus every generated token
-    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt, None, cfg.sampling.few_shot) for p in prompts])
+    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt, PromptFormat(few_shot=cfg.sampling.few_shot)) for p in prompts])
     judgments, tj = stage("judge", lambda: scorers.score(backend, cands, cfg.judge, 1))
     judge_tokens = sum(len(tok(str(j.raw)).input_ids) + 1 for j in judgments)
     judge_prompt_tokens = n_tokens(tok, [chat(tok, j.judge_prompt) for j in judgments])
@@ -182,7 +182,8 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
     few_shot, rubric, answer_len = cfg.sampling.few_shot, cfg.judge.rubric.template, cfg.sampling.max_new_tokens
 
     def generate(prompt: str, sampled: bool, max_new_tokens: int, shots: str | None = None) -> str:
-        ids = tok(chat(tok, prompt, None, shots), return_tensors="pt", add_special_tokens=False).to(device)
+        text = chat(tok, prompt, PromptFormat(few_shot=shots))
+        ids = tok(text, return_tensors="pt", add_special_tokens=False).to(device)
         kw = dict(do_sample=True, temperature=1.0, top_p=0.95, top_k=0) if sampled else dict(do_sample=False)
         out = model.generate(**ids, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
         return tok.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)

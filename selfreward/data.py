@@ -10,7 +10,7 @@ from datasets import load_dataset, load_from_disk
 from selfreward import scorers
 from selfreward.observe.metrics import overlapping
 from selfreward.prompting import chat
-from selfreward.records import Prompt
+from selfreward.records import Prompt, PromptFormat
 from selfreward.rundir.artifacts import write_jsonl
 from selfreward.schema import ConfigError
 from selfreward.tasks import humaneval, sequence
@@ -252,20 +252,20 @@ def for_iteration(train: list[Prompt], iteration: int, n: int) -> list[Prompt]:
 def context_check(cfg, tokenizer, context: int):
     """`fits(prompt) -> reason | None`: the prompt, its generation budget and the judge prompt built from it must fit
     the model's context (the policy's judge prompt, where the scorer has one)."""
-    s, scorer = cfg.sampling, scorers.of(cfg.judge)
+    s, scorer, fmt = cfg.sampling, scorers.of(cfg.judge), PromptFormat.of(cfg.sampling)
 
     def n_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False).input_ids)
 
     def check(prompt: str) -> str | None:
-        p = n_tokens(chat(tokenizer, prompt, s.system_prompt, s.few_shot))
+        p = n_tokens(chat(tokenizer, prompt, fmt))
         if p + s.max_new_tokens > context:
             return (f"prompt is {p} tokens; with sampling.max_new_tokens={s.max_new_tokens} it exceeds the context "
                     f"({context})")
         if (judged := scorer.judge_prompt(cfg.judge, prompt)) is None:  # verifier, reward model: no policy judge prompt
             return None
         text, responses, budget = judged
-        jp = n_tokens(chat(tokenizer, text, s.system_prompt))
+        jp = n_tokens(chat(tokenizer, text, fmt.judge))
         if jp + responses * s.max_new_tokens + budget > context:
             return (f"judge prompt is {jp} tokens; with {responses} response(s) of {s.max_new_tokens} and the judge's "
                     f"max_new_tokens ({budget}) it exceeds the context ({context})")

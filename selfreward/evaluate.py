@@ -8,7 +8,7 @@ from selfreward import scorers
 from selfreward.observe.embed import mean_pairwise_cosine
 from selfreward.observe.metrics import diversity_report, judge_report, kendall_tau, kendall_within, mean
 from selfreward.prompting import chat, cut
-from selfreward.records import EvalSample, Prompt
+from selfreward.records import EvalSample, Prompt, PromptFormat
 from selfreward.rng import derive
 from selfreward.scorers.verifier import extract_answer, label, settings_of
 
@@ -23,8 +23,8 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     self-rewarding gains fade as the judge's bias accumulates); its noise floor is `judge/retest_tau`, the same judge
     twice under another seed (measured for a sampled judge, or with eval.retest=true; a greedy judge's floor is 1).
     """
-    s, v = cfg.sampling, settings_of(cfg.judge)
-    inputs = [chat(backend.tokenizer, p.prompt, s.system_prompt, s.few_shot) for p in prompts]
+    s, v, fmt = cfg.sampling, settings_of(cfg.judge), PromptFormat.of(cfg.sampling)
+    inputs = [chat(backend.tokenizer, p.prompt, fmt) for p in prompts]
     greedy = backend.generate(inputs, 1, 0.0, 1.0, 0, s.max_new_tokens, derive(cfg.seed, 0), batch_size=s.batch_size,
                               desc="eval greedy", stop=s.stop)
     sampled = backend.generate(inputs, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, s.top_k, s.max_new_tokens,
@@ -57,18 +57,18 @@ def evaluate(backend, prompts: list[Prompt], cfg, reference=None,
     if cfg.eval.embeddings and (cos := mean_pairwise_cosine(rows)) is not None:
         metrics["diversity/embedding_cosine"] = cos
     if cfg.eval.judge:
-        judgments = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 2), system=s.system_prompt,
+        judgments = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 2), fmt=fmt,
                                   desc="eval judge")
         for r, j in zip(rows, judgments):
             r.score = j.score
         metrics.update(judge_report(rows, judgments, cfg.judge.accept))
         if retested(cfg):
-            again = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 3), system=s.system_prompt,
+            again = scorers.score(backend, rows, cfg.judge, derive(cfg.seed, 3), fmt=fmt,
                                   desc="eval judge (retest)")
             metrics["judge/retest_tau"] = kendall_within([r.prompt_id for r in rows], [r.score for r in rows],
                                                          [j.score for j in again])
         if previous:
-            again = scorers.score(backend, previous, cfg.judge, derive(cfg.seed, 2), system=s.system_prompt,
+            again = scorers.score(backend, previous, cfg.judge, derive(cfg.seed, 2), fmt=fmt,
                                   desc="eval judge (previous samples)")
             before, now = [r.score for r in previous], [j.score for j in again]
             metrics["judge/consistency"] = kendall_within([r.prompt_id for r in previous], before, now)

@@ -24,7 +24,7 @@ from selfreward.observe.alerts import check as check_alerts
 from selfreward.observe.alerts import measurable, preflight, stops_before_training
 from selfreward.observe.metrics import collapse, iteration_report
 from selfreward.observe.tracking import Tracker, examples
-from selfreward.records import Candidate, EvalSample, Judgment
+from selfreward.records import Candidate, EvalSample, Judgment, PromptFormat
 from selfreward.rng import derive
 from selfreward.rundir.artifacts import IterDir, clean_temporaries, write_json, write_jsonl
 from selfreward.rundir.runinfo import check_or_create, note, read_info
@@ -145,4 +145,4 @@ def sample_shard(backend, cfg, iteration: int, prompts: list, shard: int) -> lis
 def judge_shard(backend, cfg, iteration: int, candidates: list[Candidate], shard: int) -> list[Judgment]:
     """A shard's judgments, seeded as its sampling was."""
     return scorers.score(backend, candidates, cfg.judge, derive(cfg.seed, 0, iteration, shard),
-                         system=cfg.sampling.system_prompt)
+                         fmt=PromptFormat.of(cfg.sampling))

@@ -21,7 +21,7 @@ from pathlib import Path
 from selfreward import scorers
 from selfreward.data import DataError, check_rejected, dataset_split, sequence_task
 from selfreward.prompting import chat
-from selfreward.records import Candidate, Judgment, Preference
+from selfreward.records import Candidate, Judgment, Preference, PromptFormat
 from selfreward.rundir.artifacts import write_jsonl
 from selfreward.tasks import equation, sequence
 
@@ -169,7 +169,8 @@ def context_check(cfg, tokenizer, context: int):
         if (judged := scorer.judge_prompt(cfg.judge, prompt)) is None:  # no policy judge prompt
             return None
         text, responses, budget = judged
-        n = len(tokenizer(chat(tokenizer, text, cfg.sampling.system_prompt), add_special_tokens=False).input_ids)
+        judge_input = chat(tokenizer, text, PromptFormat.of(cfg.sampling).judge)
+        n = len(tokenizer(judge_input, add_special_tokens=False).input_ids)
         n += responses * len(tokenizer(response, add_special_tokens=False).input_ids) + budget
         return f"judge prompt with the response is {n} tokens, over the context ({context})" if n > context else None
 
@@ -182,7 +183,7 @@ def measure(backend, pairs: list[Preference], cfg, seed: int) -> tuple[list[Judg
     `judge=pairwise` `judge/pref_order_agreement` (both orders named the same response)."""
     cands = [Candidate(p.id, p.prompt, j, text, 0, p.answer, None, math.nan, math.nan, None)
              for p in pairs for j, text in enumerate((p.chosen, p.rejected))]
-    judgments = scorers.score(backend, cands, cfg.judge, seed, system=cfg.sampling.system_prompt,
+    judgments = scorers.score(backend, cands, cfg.judge, seed, fmt=PromptFormat.of(cfg.sampling),
                               desc="preference judge")
     out = accuracy([(judgments[2 * i].score, judgments[2 * i + 1].score) for i in range(len(pairs))])
     if any(j.comparisons is not None for j in judgments):

@@ -9,6 +9,8 @@ import selfreward.prompts
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from selfreward.records import PromptFormat
+
 # the top-level prompts/ folder ships as the package selfreward.prompts (see pyproject's package-dir)
 PROMPTS_DIR = Path(next(iter(selfreward.prompts.__path__)))
 
@@ -47,9 +49,11 @@ def render_pairwise(template: str, prompt: str, first: str, second: str) -> str:
     return _template(str(template_path(template))).render(prompt=prompt, first=first, second=second).strip()
 
 
-def chat(tokenizer, text: str, system: str | None = None, few_shot: str | None = None) -> str:
-    """The model input for a user message: the chat template if the tokenizer has one, else plain text after the
-    BOS token (inputs are tokenised without special tokens everywhere, so it is written here, as templates do)."""
+def chat(tokenizer, text: str, fmt: PromptFormat | None = None) -> str:
+    """The model input for a user message written in `fmt` (its system prompt and few-shot text; none by default):
+    the chat template if the tokenizer has one, else plain text after the BOS token (inputs are tokenised without
+    special tokens everywhere, so it is written here, as templates do)."""
+    system, few_shot = (fmt.system, fmt.few_shot) if fmt else (None, None)
     if few_shot:  # put before the prompt, or around it where it has a {prompt} slot
         text = few_shot.replace("{prompt}", text) if "{prompt}" in few_shot else few_shot + text
     if getattr(tokenizer, "chat_template", None):

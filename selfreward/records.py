@@ -166,6 +166,25 @@ class Preference(Record):
     OPTIONAL = ("answer",)
 
 
+@dataclass(frozen=True)
+class PromptFormat:
+    """How the policy's prompts are written, alike in every stage that renders one (sampling, judging, training,
+    evaluation, M0, the context check): the system prompt, and the few-shot text put around a task prompt (a judge
+    prompt takes the system prompt only: `judge`). Built from the `sampling` group once (`PromptFormat.of`), so no
+    other stage reads `sampling.*` to format a prompt."""
+
+    system: str | None = None
+    few_shot: str | None = None
+
+    @classmethod
+    def of(cls, sampling) -> PromptFormat:
+        return cls(sampling.system_prompt, sampling.few_shot)
+
+    @property
+    def judge(self) -> PromptFormat:
+        return PromptFormat(self.system)
+
+
 @dataclass
 class ReplayRow(Record):
     """A row mixed into every training batch (`train.replay_fraction`) so that what M0 learnt is not eroded: a

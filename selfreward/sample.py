@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selfreward.prompting import chat, cut
-from selfreward.records import Candidate, Prompt
+from selfreward.records import Candidate, Prompt, PromptFormat
 from selfreward.scorers.verifier import VerifierSettings, extract_answer, label
 
 
@@ -13,7 +13,7 @@ def sample(backend, prompts: list[Prompt], cfg, seed: int,
     has an answer or tests (`verifier`: the run's settings, as `verifier.settings_of(cfg.judge)` gives them): recorded
     for measurement only; no selection strategy reads it."""
     v = verifier or VerifierSettings()
-    inputs = [chat(backend.tokenizer, p.prompt, cfg.system_prompt, cfg.few_shot) for p in prompts]
+    inputs = [chat(backend.tokenizer, p.prompt, PromptFormat.of(cfg)) for p in prompts]
     outs = backend.generate(inputs, cfg.k, cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed,
                             batch_size=cfg.batch_size, desc="sample", stop=cfg.stop)
     flat = [(p, x, j, c) for p, x, comps in zip(prompts, inputs, outs) for j, c in enumerate(comps)]

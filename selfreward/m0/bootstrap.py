@@ -30,7 +30,7 @@ from selfreward.backends.hf import HFBackend
 from selfreward.backends.load import save_model
 from selfreward.observe.metrics import judge_report, mean
 from selfreward.prompting import chat, render_judge
-from selfreward.records import Candidate, Prompt, by_prompt
+from selfreward.records import Candidate, Prompt, PromptFormat, by_prompt
 from selfreward.rng import derive
 from selfreward.sample import sample
 from selfreward.schema import ConfigError, opt, require
@@ -105,7 +105,7 @@ def score_token(tokenizer, score: int) -> int:
 def judge_examples(candidates: list[Candidate], cfg, tokenizer, seed: int) -> list[Example]:
     """Balanced judge examples: for each prompt with right and wrong answers, up to `pairs_per_prompt` of each (distinct
     texts), as the score-only judge reads them (rubric, score prefix -> score token)."""
-    b, r = cfg.model.bootstrap, cfg.judge.rubric
+    b, r, fmt = cfg.model.bootstrap, cfg.judge.rubric, PromptFormat.of(cfg.sampling)
     hi, lo = score_token(tokenizer, max(cfg.judge.scores)), score_token(tokenizer, min(cfg.judge.scores))
     rng = random.Random(seed)
     out = []
@@ -114,7 +114,7 @@ def judge_examples(candidates: list[Candidate], cfg, tokenizer, seed: int) -> li
         wrong = list({c.text: c for c in cands if c.correct is False}.values())
         m = min(b.pairs_per_prompt, len(right), len(wrong))
         for c, target in [(c, hi) for c in rng.sample(right, m)] + [(c, lo) for c in rng.sample(wrong, m)]:
-            text = chat(tokenizer, render_judge(r.template, c.prompt, c.text), cfg.sampling.system_prompt)
+            text = chat(tokenizer, render_judge(r.template, c.prompt, c.text), fmt.judge)
             ids = tokenizer(text + r.score_prefix, add_special_tokens=False).input_ids
             out.append(Example(ids=ids + [target], n_prompt=len(ids)))
     return out
@@ -123,12 +123,12 @@ def judge_examples(candidates: list[Candidate], cfg, tokenizer, seed: int) -> li
 def instruction_examples(candidates: list[Candidate], cfg, tokenizer) -> list[Example]:
     """One verified right answer per prompt (the first), as the sampler formatted the prompt."""
     firsts = [next((c for c in cands if c.correct), None) for cands in by_prompt(candidates).values()]
-    return [encode(tokenizer, c.prompt, c.text, system=cfg.sampling.system_prompt, few_shot=cfg.sampling.few_shot)
-            for c in firsts if c is not None]
+    fmt = PromptFormat.of(cfg.sampling)
+    return [encode(tokenizer, c.prompt, c.text, fmt=fmt) for c in firsts if c is not None]
 
 
 def judge_figures(backend, candidates: list[Candidate], cfg, seed: int) -> dict:
-    judgments = scorers.score(backend, candidates, cfg.judge, seed, system=cfg.sampling.system_prompt,
+    judgments = scorers.score(backend, candidates, cfg.judge, seed, fmt=PromptFormat.of(cfg.sampling),
                               desc="bootstrap judge")
     report = judge_report(candidates, judgments, cfg.judge.accept)
     return {k: report.get(f"judge/{k}", math.nan) for k in ("auc_within", "auc", "agreement", "saturation")}

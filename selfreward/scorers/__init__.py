@@ -15,7 +15,7 @@ from types import ModuleType
 
 from omegaconf import OmegaConf
 
-from selfreward.records import Candidate, Judgment
+from selfreward.records import Candidate, Judgment, PromptFormat
 from selfreward.scorers import combined, pairwise, reward_model, rubric, verifier
 
 SCORERS: dict[str, ModuleType] = {
@@ -40,10 +40,10 @@ def of(cfg) -> ModuleType:
     return SCORERS[name_of(cfg)]
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "judge") -> list[Judgment]:
     """Score `candidates` with the scorer `cfg` (the `judge` config) belongs to."""
-    return of(cfg).score(backend, candidates, cfg, seed, system=system, desc=desc)
+    return of(cfg).score(backend, candidates, cfg, seed, fmt=fmt, desc=desc)
 
 
 def sampled(cfg) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from selfreward.records import Candidate, Judgment
+from selfreward.records import Candidate, Judgment, PromptFormat
 from selfreward.schema import JudgeConfig, choices, opt, require
 from selfreward.scorers import reward_model, rubric, verifier
 
@@ -50,10 +50,10 @@ class Config(JudgeConfig):
                 "judge.combined.weights.reward_model > 0 needs judge.reward_model.path=PATH")
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "judge") -> list[Judgment]:
     def self_judge(cands: list[Candidate]) -> list[Judgment]:
-        return rubric.judge_with(backend, cands, cfg.rubric, cfg.scores, cfg.batch_size, seed, system, desc)
+        return rubric.judge_with(backend, cands, cfg.rubric, cfg.scores, cfg.batch_size, seed, fmt, desc)
 
     if cfg.combined.mode == Mode.gate:
         checks = verifier.verdicts(candidates, cfg.verifier, desc=f"{desc} verify")

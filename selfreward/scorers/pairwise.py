@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from selfreward.prompting import chat, render_pairwise
-from selfreward.records import Candidate, Judgment, by_prompt
+from selfreward.records import Candidate, Judgment, PromptFormat, by_prompt
 from selfreward.schema import JudgeConfig, opt, require
 
 uses_policy = True
@@ -47,7 +47,7 @@ def matchups(indices: list[int], opponents: int, seed: str) -> list[tuple[int, i
     return sorted(pairs)
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "judge") -> list[Judgment]:
     """Score = win rate mapped onto judge.scores: min + (max - min) * wins / comparisons.
 
@@ -66,7 +66,7 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str |
             prompts.append(render_pairwise(p.template, candidates[a].prompt, candidates[first].text,
                                            candidates[second].text))
     regex = re.escape(p.score_prefix) + "[12]"
-    inputs = [chat(backend.tokenizer, x, system) for x in prompts]
+    inputs = [chat(backend.tokenizer, x, (fmt or PromptFormat()).judge) for x in prompts]
     outs = backend.judge(inputs, regex, [1, 2], p.temperature, p.max_new_tokens, seed, batch_size=cfg.batch_size,
                          desc=f"{desc} pairwise") if prompts else []
     wins, played, disagree = defaultdict(int), defaultdict(int), defaultdict(int)

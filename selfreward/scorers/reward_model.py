@@ -8,7 +8,7 @@ from functools import lru_cache
 import torch
 from tqdm.auto import tqdm
 
-from selfreward.records import Candidate, Judgment
+from selfreward.records import Candidate, Judgment, PromptFormat
 from selfreward.schema import JudgeConfig, opt, require
 
 uses_policy = False
@@ -30,7 +30,7 @@ class Config(JudgeConfig):
                                               "(a HF sequence-classification model)")
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "reward model") -> list[Judgment]:
     """The reward model's raw logit per candidate, on the policy's device (unbounded: threshold in logit units)."""
     return reward(candidates, cfg.reward_model.path, cfg.reward_model.batch_size,

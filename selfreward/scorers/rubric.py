@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from selfreward.prompting import chat, render_judge
-from selfreward.records import Candidate, Judgment
+from selfreward.records import Candidate, Judgment, PromptFormat
 from selfreward.rng import repeat
 from selfreward.schema import JudgeConfig, choices, opt, require
 
@@ -50,20 +50,20 @@ def schema_regex(reasoning_regex: str, score_prefix: str, scores) -> str:
     return f"{reasoning_regex}{re.escape(score_prefix)}{choice}"
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "judge") -> list[Judgment]:
     """The policy scores each candidate with the rubric (score = mean of judge.rubric.n constrained judgments)."""
-    return judge_with(backend, candidates, cfg.rubric, cfg.scores, cfg.batch_size, seed, system, desc)
+    return judge_with(backend, candidates, cfg.rubric, cfg.scores, cfg.batch_size, seed, fmt, desc)
 
 
 def judge_with(backend, candidates: list[Candidate], r: RubricSettings, scores: list[int], batch_size: int, seed: int,
-               system: str | None = None, desc: str = "judge") -> list[Judgment]:
+               fmt: PromptFormat | None = None, desc: str = "judge") -> list[Judgment]:
     """`score` with the rubric settings given apart (the combined scorer holds its own)."""
     if not candidates:
         return []
     regex = schema_regex(r.reasoning_regex, r.score_prefix, scores)
     judge_prompts = [render_judge(r.template, c.prompt, c.text) for c in candidates]
-    inputs = [chat(backend.tokenizer, p, system) for p in judge_prompts]
+    inputs = [chat(backend.tokenizer, p, (fmt or PromptFormat()).judge) for p in judge_prompts]
     if r.reasoning_regex:
         runs = [backend.judge(inputs, regex, list(scores), r.temperature, r.max_new_tokens, repeat(seed, n),
                               batch_size=batch_size, desc=desc) for n in range(r.n)]

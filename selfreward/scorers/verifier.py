@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from omegaconf import OmegaConf
 
-from selfreward.records import Candidate, Judgment
+from selfreward.records import Candidate, Judgment, PromptFormat
 from selfreward.schema import ConfigError, JudgeConfig, choices, opt, require
 from selfreward.scorers.sandbox import SANDBOXES, extract_code, run_many
 
@@ -52,7 +52,7 @@ class Config(JudgeConfig):
     verifier: VerifierSettings = opt(VerifierSettings(), "what is checked and the sandbox's limits")
 
 
-def score(backend, candidates: list[Candidate], cfg, seed: int, *, system: str | None = None,
+def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFormat | None = None,
           desc: str = "verify") -> list[Judgment]:
     """The top of judge.scores when the candidate passes, else the lowest; NaN (never selected, counted as a parse
     failure) for rows with neither an answer nor tests."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from selfreward.backends.hf import completion_logits
 from selfreward.backends.precision import autocast_dtype
-from selfreward.records import Pair, Selection
+from selfreward.records import Pair, PromptFormat, Selection
 from selfreward.schema import TrainConfig, choices, opt, require
 from selfreward.train.sft import Example, encode
 
@@ -125,11 +125,11 @@ def _logps(model, examples: list[PairExample], pad_id: int, rows: int) -> tuple[
 
 
 def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], replay: list, cfg, seed: int,
-            system: str | None = None, few_shot: str | None = None):
+            fmt: PromptFormat | None = None):
     """(draw, examples): the iteration's pairs, formatted as the sampler formatted their prompts, with the reference
     log-probs computed now, once (the model as it starts the iteration)."""
-    examples = [PairExample(encode(tokenizer, p.prompt, p.chosen, system=system, few_shot=few_shot),
-                            encode(tokenizer, p.prompt, p.rejected, system=system, few_shot=few_shot)) for p in pairs]
+    examples = [PairExample(encode(tokenizer, p.prompt, p.chosen, fmt=fmt),
+                            encode(tokenizer, p.prompt, p.rejected, fmt=fmt)) for p in pairs]
     if not examples:
         return None, []
     ref, _ = _logps(model, examples, tokenizer.pad_token_id, cfg.micro_batch or cfg.batch_size)

@@ -13,7 +13,7 @@ import torch
 
 from selfreward.backends.hf import completion_logits
 from selfreward.prompting import chat
-from selfreward.records import Pair, Selection
+from selfreward.records import Pair, PromptFormat, Selection
 from selfreward.schema import TrainConfig, opt, require
 
 
@@ -39,10 +39,10 @@ class Example:
         return len(self.ids)
 
 
-def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0, system: str | None = None,
-           few_shot: str | None = None) -> Example:
+def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0,
+           fmt: PromptFormat | None = None) -> Example:
     """Tokenise (prompt, completion) as the sampler formatted it; the completion ends with EOS."""
-    p = tokenizer(chat(tokenizer, prompt, system, few_shot), add_special_tokens=False).input_ids
+    p = tokenizer(chat(tokenizer, prompt, fmt), add_special_tokens=False).input_ids
     c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return Example(ids=p + c, n_prompt=len(p), last_weight=last_weight)
 
@@ -94,10 +94,10 @@ def rows_per_step(cfg, replay: list) -> int:
 
 
 def prepare(model, tokenizer, selected: list[Selection], pairs: list[Pair], replay: list[Example], cfg, seed: int,
-            system: str | None = None, few_shot: str | None = None):
+            fmt: PromptFormat | None = None):
     """(draw, examples): batches of the winners (formatted as the sampler formatted their prompts) mixed with
     replay."""
-    examples = [encode(tokenizer, s.prompt, s.completion, system=system, few_shot=few_shot) for s in selected]
+    examples = [encode(tokenizer, s.prompt, s.completion, fmt=fmt) for s in selected]
     if not examples:
         return None, []
     return mixture(examples, replay, cfg.batch_size, cfg.replay_fraction, seed), examples

@@ -2,7 +2,7 @@
 objective. The objective is the module whose `Config` the chosen `train=` group extends (`train/sft.py`, ...):
 
     Config                                              its settings (extends schema.TrainConfig)
-    prepare(model, tokenizer, selected, pairs, replay, cfg, seed, system, few_shot) -> (draw, examples) or (None, [])
+    prepare(model, tokenizer, selected, pairs, replay, cfg, seed, fmt) -> (draw, examples) or (None, [])
     rows_per_step(cfg, replay)                          the iteration's own rows in one step (epochs count those)
     collate(rows, pad_id, device), loss(model, batch, denominator, cfg)    what `fit` runs
     report(model, examples, pad_id, cfg) -> {"train/...": value}       figures of the trained policy
@@ -27,7 +27,7 @@ import yaml
 from omegaconf import OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from selfreward.records import Pair, ReplayRow, Selection
+from selfreward.records import Pair, PromptFormat, ReplayRow, Selection
 from selfreward.rundir.artifacts import IterDir, atomic, write_json, write_jsonl
 from selfreward.train.fit import fit
 from selfreward.train.objectives import OBJECTIVES
@@ -76,8 +76,7 @@ def train(model, tokenizer, selected: list[Selection], pairs: list[Pair], cfg, s
     if t.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     replay = [encode(tokenizer, r.prompt, r.completion, last_weight=r.last_weight) for r in replay]
-    draw, examples = obj.prepare(peft_model, tokenizer, selected, pairs, replay, t, seed, cfg.sampling.system_prompt,
-                                 cfg.sampling.few_shot)
+    draw, examples = obj.prepare(peft_model, tokenizer, selected, pairs, replay, t, seed, PromptFormat.of(cfg.sampling))
     if draw is None:
         return peft_model, dict(NOTHING)
     steps = steps_for(t, len(examples), obj.rows_per_step(t, replay))
