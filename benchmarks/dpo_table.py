@@ -27,11 +27,18 @@ CELLS["self_rewarding n=1 greedy/judge"] = ["+experiment=self_rewarding", "judge
                                             "judge.rubric.temperature=0"]
 
 
-def run(out: Path, cell: str) -> None:
-    run_dir = out / cell.replace("/", "__").replace(" ", "_")  # a finished run resumes to its end at once
+def run_dir(out: Path, cell: str) -> Path:
+    return out / cell.replace("/", "__").replace(" ", "_").replace("=", "")  # Hydra reads '=' in a value as syntax
+
+
+def run(out: Path, cell: str) -> bool:
+    """Run (or resume: a finished run is read back at once) one cell; a failed cell is said and skipped."""
     print(f"== {cell}: {' '.join(CELLS[cell])}", flush=True)
-    subprocess.run([sys.executable, "-m", "selfreward", *CELLS[cell], "tracking.mode=disabled",
-                    f"hydra.run.dir={run_dir}"], check=True, stdout=subprocess.DEVNULL)
+    r = subprocess.run([sys.executable, "-m", "selfreward", *CELLS[cell], "tracking.mode=disabled",
+                        f"hydra.run.dir={run_dir(out, cell)}"], stdout=subprocess.DEVNULL)
+    if r.returncode:
+        print(f"!! {cell} failed (exit {r.returncode}): see {run_dir(out, cell)}", flush=True)
+    return r.returncode == 0
 
 
 def figures(run_dir: Path) -> dict[str, list]:
@@ -52,9 +59,8 @@ def table(out: Path) -> str:
     lines = ["| objective | pairs | eval/accuracy it0-it3 | greedy it0-it3 | chosen log-prob change per token | "
              "pair precision | train/rewards_accuracy |", "|---|---|---|---|---|---|---|"]
     for cell in CELLS:
-        run_dir = out / cell.replace("/", "__").replace(" ", "_")
-        if (run_dir / "summary.json").exists():
-            f = figures(run_dir)
+        if (run_dir(out, cell) / "summary.json").exists():
+            f = figures(run_dir(out, cell))
             objective, pairs = cell.split("/")
             lines.append(f"| {objective} | {pairs} | {f['eval']} | {f['greedy']} | {f['chosen']} | {f['pairs']} | "
                          f"{f['rewards']} |")
