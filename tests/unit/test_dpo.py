@@ -69,7 +69,8 @@ def test_nll_weight_adds_the_chosen_tokens_mean_nll(tiny_model):
 
 def test_one_dpo_iteration_widens_the_margin_of_its_own_pairs(tiny_model):
     model, tok = tiny_model
-    cfg = compose_config(["+experiment=tiny", "train=dpo", "train.steps=12", "train.batch_size=4", "train.lr=5e-3"])
+    cfg = compose_config(["+experiment=tiny", "train=dpo", "train.nll_weight=0", "train.steps=12", "train.batch_size=4",
+                          "train.lr=5e-3"])
     pairs = [Pair(p, c, r, str(i), 5.0, 1.0) for i, (p, c, r) in enumerate(PAIRS)]
     trained, stats = train(copy.deepcopy(model), tok, [], pairs, cfg, seed=0, name="dpo")
     assert stats["steps"] == 12
