@@ -17,14 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-GRID = {f"dpo e{e} b{b}": f"train=dpo train.epochs={e} train.beta={b}" for e in (1, 2, 4) for b in (0.1, 0.5)}
-OBJECTIVES = {"sft": "", "dpo": "train=dpo", "dpo+nll": "train=dpo train.nll_weight=1",
+# plain DPO (train.nll_weight=0) over epochs x beta
+GRID = {f"dpo e{e} b{b}": f"train=dpo train.nll_weight=0 train.epochs={e} train.beta={b}" for e in (1, 2, 4)
+        for b in (0.1, 0.5)}
+OBJECTIVES = {"sft": "", "dpo": "train=dpo train.nll_weight=0", "dpo+nll": "train=dpo train.nll_weight=1",
               "dpo+nll e2": "train=dpo train.nll_weight=1 train.epochs=2", **GRID}
 PAIRS = {"oracle": "selection.strategy=oracle", "judge": ""}
 CELLS = {f"{o}/{p}": f"{args} {pairs}".split() for p, pairs in PAIRS.items() for o, args in OBJECTIVES.items()}
-CELLS["self_rewarding/judge"] = ["+experiment=self_rewarding"]
-CELLS["self_rewarding n=1 greedy/judge"] = ["+experiment=self_rewarding", "judge.rubric.n=1",
+CELLS["self_rewarding n=1 greedy/judge"] = ["+experiment=self_rewarding", "train.nll_weight=0", "judge.rubric.n=1",
                                             "judge.rubric.temperature=0"]
+CELLS["self_rewarding/judge"] = ["+experiment=self_rewarding"]  # train=dpo's NLL, the default now
 CELLS["self_rewarding nll=0 (the paper's)/judge"] = ["+experiment=self_rewarding", "train.nll_weight=0"]
 
 
