@@ -27,7 +27,7 @@ CELLS = {f"{o}/{p}": f"{args} {pairs}".split() for p, pairs in PAIRS.items() for
 CELLS["self_rewarding n=1 greedy/judge"] = ["+experiment=self_rewarding", "train.nll_weight=0", "judge.rubric.n=1",
                                             "judge.rubric.temperature=0"]
 CELLS["self_rewarding/judge"] = ["+experiment=self_rewarding"]  # train=dpo's NLL, the default now
-CELLS["self_rewarding nll=0 (the paper's)/judge"] = ["+experiment=self_rewarding", "train.nll_weight=0"]
+CELLS["self_rewarding plain/judge"] = ["+experiment=self_rewarding", "train.nll_weight=0"]
 
 
 def run_dir(out: Path, cell: str) -> Path:
