@@ -31,7 +31,7 @@ from selfreward.scorers import rubric
 from selfreward.scorers.verifier import is_correct
 from selfreward.tasks.equation import EquationTask, check_text, held_out, near_miss
 from selfreward.train.fit import fit
-from selfreward.train.sft import collate, encode, loss
+from selfreward.train.sft import collate, encode, encode_row, loss
 
 FORMAT_VERSION = 1  # bump when the data format or training code changes what a recipe produces
 PACKAGED = Path(__file__).resolve().parent / "builtin_weights"
@@ -115,8 +115,7 @@ def judge_row(template: str, prompt: str, response: str, weight: float) -> Repla
 
 
 def judge_example(tokenizer, template: str, prompt: str, response: str, weight: float):
-    row = judge_row(template, prompt, response, weight)
-    return encode(tokenizer, row.prompt, row.completion, last_weight=row.last_weight)
+    return encode_row(tokenizer, judge_row(template, prompt, response, weight))
 
 
 def build(recipe, out: Path, progress: bool = True) -> dict:
@@ -229,5 +228,4 @@ def synthetic_judgment(recipe, task: EquationTask, rng: random.Random) -> Replay
 
 
 def synthetic_judgment_example(tokenizer, recipe, task: EquationTask, rng: random.Random):
-    row = synthetic_judgment(recipe, task, rng)
-    return encode(tokenizer, row.prompt, row.completion, last_weight=row.last_weight)
+    return encode_row(tokenizer, synthetic_judgment(recipe, task, rng))

@@ -13,7 +13,7 @@ import torch
 
 from selfreward.backends.hf import completion_logits
 from selfreward.prompting import chat
-from selfreward.records import Pair, PromptFormat, Selection
+from selfreward.records import Pair, PromptFormat, ReplayRow, Selection
 from selfreward.schema import TrainConfig, opt, require
 
 
@@ -45,6 +45,11 @@ def encode(tokenizer, prompt: str, completion: str, last_weight: float = 1.0,
     p = tokenizer(chat(tokenizer, prompt, fmt), add_special_tokens=False).input_ids
     c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return Example(ids=p + c, n_prompt=len(p), last_weight=last_weight)
+
+
+def encode_row(tokenizer, row: ReplayRow) -> Example:
+    """A replay row (prompt, completion, last-token weight) tokenised as `encode` does."""
+    return encode(tokenizer, row.prompt, row.completion, last_weight=row.last_weight)
 
 
 def collate(batch: list[Example], pad_id: int, device) -> dict:

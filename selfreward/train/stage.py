@@ -31,7 +31,7 @@ from selfreward.records import Pair, PromptFormat, ReplayRow, Selection
 from selfreward.rundir.artifacts import IterDir, atomic, write_json, write_jsonl
 from selfreward.train.fit import fit
 from selfreward.train.objectives import OBJECTIVES
-from selfreward.train.sft import encode
+from selfreward.train.sft import encode_row
 
 ADAPTER = "adapter/adapter_model.safetensors"
 # the top-level conf/ folder ships as the package selfreward.conf (see pyproject's package-dir)
@@ -75,7 +75,7 @@ def train(model, tokenizer, selected: list[Selection], pairs: list[Pair], cfg, s
     peft_model = with_adapter(model, t.lora)
     if t.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    replay = [encode(tokenizer, r.prompt, r.completion, last_weight=r.last_weight) for r in replay]
+    replay = [encode_row(tokenizer, r) for r in replay]
     draw, examples = obj.prepare(peft_model, tokenizer, selected, pairs, replay, t, seed, PromptFormat.of(cfg.sampling))
     if draw is None:
         return peft_model, dict(NOTHING)
