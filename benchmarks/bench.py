@@ -151,13 +151,12 @@ def vllm_stages(model_dir: str, tok, prompts, k: int, overrides: tuple = (), max
     if importlib.util.find_spec("vllm") is None:
         return None
     from selfreward.backends.vllm import VLLMBackend, engine
-    from selfreward.config import VLLMConfig
 
-    cfg = config(f"sampling.k={k}", *overrides)
+    cfg = config(f"sampling.k={k}", *overrides)  # the vllm group as the run would have it (vllm.X=... overrides)
     t = time.perf_counter()
-    llm = engine(model_dir, VLLMConfig(), lora_rank=8, seed=0, dtype=dtype, max_model_len=max_model_len)
+    llm = engine(model_dir, cfg.vllm, lora_rank=8, seed=0, dtype=dtype, max_model_len=max_model_len)
     start_s = time.perf_counter() - t
-    backend = VLLMBackend(llm, tok, VLLMConfig(), scorer=scorer, progress=False)
+    backend = VLLMBackend(llm, tok, cfg.vllm, scorer=scorer, progress=False)
     t = time.perf_counter()
     cands = sample(backend, prompts, cfg.sampling, seed=1)
     ts = time.perf_counter() - t
@@ -165,10 +164,12 @@ def vllm_stages(model_dir: str, tok, prompts, k: int, overrides: tuple = (), max
     t = time.perf_counter()
     judgments = scorers.score(backend, cands, cfg.judge, 1)
     tj = time.perf_counter() - t
-    del llm, backend  # the engine's memory share goes back before the next one starts
+    llm.llm_engine.engine_core.shutdown()  # the engine's memory goes back before the next one starts
+    del llm, backend
     gc.collect()
     return {"engine_start_s": start_s, "sample_s": ts, "judge_s": tj, "gen_tokens": gen_tokens,
-            "judgments": len(judgments), "parse_fail": sum(j.parse_fail for j in judgments)}
+            "judgments": len(judgments), "parse_fail": sum(j.parse_fail for j in judgments),
+            "unconstrained": sum(j.unconstrained or 0 for j in judgments)}
 
 
 _SCORE = re.compile(r":([1-5])")
@@ -213,6 +214,22 @@ def naive(model, tok, prompts, eval_prompts, k: int, train_steps: int, batch: in
 
 
 STAGES = ("sample", "judge", "train", "eval")
+
+
+def scaling(model, tok, n_prompts: int, repeats: int, overrides: tuple = ()) -> list[str]:
+    """Sampling + judging at 1x / 2x / 4x the prompts (K=8) and at K=2 / 4 (1x), against 1x at K=8: linear in the
+    work would read 2x / 4x and 0.25x / 0.5x; batching makes more work cheaper per item (best of `repeats`: a single
+    timing moves by tens of percent on a shared machine)."""
+    device = next(model.parameters()).device
+    backend = HFBackend(model, tok, progress=False)
+    times = []
+    for mult, kk in [(1, 8), (2, 8), (4, 8), (1, 2), (1, 4)]:
+        part = prompt_pool(n_prompts * mult, seed=6, evaluation=False)
+        run = partial(sample_and_judge, backend, part, config(f"sampling.k={kk}", *overrides))
+        times.append((mult, kk, min(timed(device, run)[1] for _ in range(repeats))))
+    base = times[0][2]
+    return [f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; "
+            f"work {mult * kk / 8:4.2f}x)" for mult, kk, s in times]
 
 
 def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, peak16: float) -> tuple[list, dict]:
@@ -265,19 +282,7 @@ def tiny(quick: bool, device: torch.device, dtype: torch.dtype, peak: float, pea
         table.append(f"vLLM (seed)     engine start {v['engine_start_s']:.0f}s  sample {v['sample_s']:.1f}s "
                      f"(transformers {o['sample_s']:.1f}s)  judge {v['judge_s']:.1f}s "
                      f"(transformers {o['judge_s']:.1f}s)")
-    scaling = []
-    model = models["default (seed)"]
-    for mult, kk in [(1, 8), (2, 8), (4, 8), (1, 2), (1, 4)]:
-        part = prompt_pool(n_prompts * mult, seed=6, evaluation=False)
-        backend = HFBackend(model, tok, progress=False)
-        run = partial(sample_and_judge, backend, part, config(f"sampling.k={kk}"))
-        # best of 3: a single timing of a few seconds moves by tens of percent on a shared machine
-        s = min(timed(device, run)[1] for _ in range(3))
-        scaling.append((mult, kk, s))
-    base = scaling[0][2]
-    for mult, kk, s in scaling:
-        table.append(f"scaling: {mult}x prompts, K={kk}: sample+judge {s:6.1f}s ({s / base:4.2f}x of 1x,K=8; "
-                     f"work {mult * kk / 8:4.2f}x)")
+    table += scaling(models["default (seed)"], tok, n_prompts, repeats=3)
     head = results["default (seed)"]
     big = results["10M config"]
     return table, {"speedup_vs_naive": round(head["speedup"], 2), "speedup_vs_naive_10m": round(big["speedup"], 2),
@@ -326,12 +331,15 @@ def gemma(quick: bool, dtype_name: str) -> tuple[list, dict]:
              + ("" if v is None else f", vLLM {v['gen_tokens'] / v['sample_s']:5.1f}")
              + f")  judge {judge_rate:5.2f}/s "
              f"(naive {o['judgments'] / nv['judge_s']:5.2f}, parsed {nv['parse_rate']:.0%}"
-             + ("" if v is None else f"; vLLM {v['judgments'] / v['judge_s']:5.2f}, {v['parse_fail']} unparsed")
+             + ("" if v is None else f"; vLLM {v['judgments'] / v['judge_s']:5.2f}, {v['parse_fail']} unparsed, "
+                f"{v['unconstrained']} without the grammar")
              + ")  "
              f"SFT {o['train_tokens'] / o['train_s']:6.0f} tok/s (naive {o['train_tokens'] / nv['train_s']:5.0f})  "
              f"eval {o['eval_s']:5.1f}s (naive {nv['eval_s']:6.1f}s)  iteration {total_o:6.1f}s vs naive "
              f"{total_n:7.1f}s = {total_n / total_o:5.1f}x  MFU s/j/t {mfu['sample']:.1%}/{mfu['judge']:.1%}/"
              f"{mfu['train']:.1%}" + ("" if v is None else f"  vLLM engine start {v['engine_start_s']:.0f}s")]
+    if not quick:  # Gemma's scaling: tens of minutes on 2 cores, so the full run only
+        table += [f"Gemma {line}" for line in scaling(model, tok, n_prompts // 4, repeats=1, overrides=overrides)]
     ours_rate = 1 / (o["sample_s"] + o["judge_s"])
     return table, {"gemma_dtype": str(dtype).removeprefix("torch."), "gemma_tok_s": round(tok_s, 1),
                    "gemma_judgments_s": round(judge_rate, 2),
@@ -340,6 +348,7 @@ def gemma(quick: bool, dtype_name: str) -> tuple[list, dict]:
                    "gemma_speedup_vs_naive": round(total_n / total_o, 2),
                    "gemma_vllm_tok_s": None if v is None else round(v["gen_tokens"] / v["sample_s"], 1),
                    "gemma_vllm_judgments_s": None if v is None else round(v["judgments"] / v["judge_s"], 2),
+                   "gemma_vllm_unconstrained": None if v is None else v["unconstrained"],
                    # ours / vLLM throughput on the same sampling + judging work (> 1: ours is faster)
                    "gemma_vs_vllm": None if v is None else round(ours_rate * (v["sample_s"] + v["judge_s"]), 2)}
 

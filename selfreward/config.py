@@ -141,6 +141,8 @@ class AlertsConfig:
                                                   "falls below this (iteration 0: the preflight, before training)")
     judge_pref_accuracy_min: float | None = opt(0.6, "alert when the judge's accuracy on eval.preferences falls "
                                                      "below this (iteration 0: the preflight, before training)")
+    unconstrained: int | None = opt(0, "alert when more judge decodings than this ran without the judge's grammar "
+                                       "(vLLM: a compile that failed or timed out, after vllm.judge_retries)")
     early_stop: bool = opt(False, "stop the loop after an iteration that raised an alert (a judge alert at "
                                   "iteration 0: before any training)")
     require_measured_judge: bool = opt(True, "with early_stop: stop before training when nothing measured the judge "
@@ -168,8 +170,15 @@ class VLLMConfig:
     enable_sleep_mode: bool = opt(False, "sleep the engine while training shares its GPU (GPU only)")
     enforce_eager: bool = opt(False, "skip CUDA graphs (faster start, slower decode)")
     logprobs: int = opt(20, "top log-probs per position: expected judge score and entropy estimates")
-    structured_backend: StructuredBackend = opt(StructuredBackend.outlines,
-                                                "vLLM structured-output backend for the judge's regex")
+    structured_backend: StructuredBackend = opt(StructuredBackend.xgrammar,
+                                                "vLLM structured-output backend for the judge's regex (xgrammar: "
+                                                "~2 s once per run on Gemma's 262k vocabulary, outlines ~7 s per "
+                                                "request, guidance cannot read some tokenizers: "
+                                                "benchmarks/judge_grammar.py)")
+    grammar_timeout_s: int = opt(300, "longest a grammar compile may take before vLLM fails the request (vLLM's own "
+                                      "default, 5 s, is shorter than one compile of the judge's regex on a large "
+                                      "vocabulary; VLLM_REGEX_COMPILATION_TIMEOUT_S in the environment wins)")
+    judge_retries: int = opt(2, "times a judgment that ran without its grammar (failed compile) is sent again")
     engine_kwargs: dict[str, Any] = opt({}, "any further vllm.LLM(...) arguments")
 
 

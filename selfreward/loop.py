@@ -108,6 +108,8 @@ def run(cfg, run_dir: Path) -> list[dict]:
         row = {"iteration": i, **ev, **pref, **select_stats, **times, "time/iteration_s": sum(times.values()),
                **{k: v for k, v in data_stats.items() if k.startswith("contamination/")},
                **iteration_report(candidates, judgments, pairs, st_train, cfg.judge.accept)}
+        # judgments that ran without the grammar, over the iteration (training candidates and evaluation)
+        row["judge/unconstrained"] = row["judge/train_unconstrained"] + ev.get("judge/unconstrained", 0)
         row.update(collapse(row, tracker.rows[0]))
         write_json(it.path / "metrics.json", row)
         alerts = check_alerts(row, cfg.alerts)

@@ -107,7 +107,8 @@ class EvalSample(Record):
 class Judgment(Record):
     """A scorer's verdict on one candidate (`judgments.jsonl`). `score` is NaN when it could not score (never
     selected); its units are the scorer's. `raw` is what the scorer said (text, or per-part scores);
-    pairwise judgments add how many comparisons were played and how many disagreed between the two orders."""
+    pairwise judgments add how many comparisons were played and how many disagreed between the two orders; a
+    judgment some of whose decodings ran without the judge's grammar says how many did."""
 
     prompt_id: str
     cand_idx: int
@@ -117,7 +118,8 @@ class Judgment(Record):
     parse_fail: int = 0
     comparisons: int | None = None
     disagree: int | None = None
-    OPTIONAL = ("comparisons", "disagree")
+    unconstrained: int | None = None  # decodings that ran without the judge's grammar (vLLM, a failed compile)
+    OPTIONAL = ("comparisons", "disagree", "unconstrained")
 
     @classmethod
     def of(cls, c: Candidate, score: float, raw: Any = None, judge_prompt: str | None = None, parse_fail: int = 0,

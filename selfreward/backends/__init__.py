@@ -16,6 +16,7 @@ class JudgeOutput:
     raw: str
     expected: float  # probability-weighted score token; NaN when the output did not parse
     sampled: float  # the score token actually decoded; NaN when the output did not parse
+    unconstrained: int = 0  # decodings of this judgment that ran without the grammar (vLLM: a failed compile)
 
 
 class Backend(Protocol):

@@ -8,8 +8,12 @@ Prompts go in as token ids made by the policy's Hugging Face tokenizer, so both 
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from pathlib import Path
+
+import regex as partial_regex  # the `regex` package (a transformers dependency): partial matches
 
 from selfreward.backends import JudgeOutput
 from selfreward.records import Completion
@@ -21,6 +25,9 @@ def engine(path: str, cfg, lora_rank: int, seed: int, dtype: str = "auto", trust
     import torch
     from vllm import LLM
 
+    # the judge's regex is the run's own, not a client's: vLLM's guard against slow compiles (5 s) would fail every
+    # judge request where one compile takes longer (the engine's process reads this from the environment)
+    os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", str(cfg.grammar_timeout_s))
     share = cfg.gpu_memory_utilization or (0.85 if torch.cuda.is_available() else 0.25)
 
     kwargs = dict(
@@ -64,6 +71,7 @@ class VLLMBackend:
         self.llm, self.tokenizer, self.cfg, self.scorer, self.progress = llm, tokenizer, cfg, scorer, progress
         self.lora = None
         self._asleep = False
+        self._compiled: set[str] = set()
 
     @property
     def device(self):
@@ -117,34 +125,85 @@ class VLLMBackend:
 
     def judge(self, prompts, regex, scores, temperature, max_new_tokens, seed, batch_size=512, desc="judge"):
         """Judgments constrained to `regex` by vLLM's structured outputs; the expected score from the score token's
-        log-probs (the top `vllm.logprobs` tokens at that position, renormalised over the allowed score tokens)."""
+        log-probs (the top `vllm.logprobs` tokens at that position, renormalised over the allowed score tokens).
+
+        A judgment that ran without its grammar (vLLM fails a request whose compile fails or times out; an output
+        off the schema shows the same) is sent again, up to `vllm.judge_retries` times, and counted
+        (`JudgeOutput.unconstrained`, the metric `judge/unconstrained`)."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        full = re.compile(regex)
-        wanted = {str(s) for s in scores}
-        params = [
-            SamplingParams(temperature=max(temperature, 0.0), seed=seed + i, max_tokens=max_new_tokens,
-                           logprobs=self.cfg.logprobs, structured_outputs=StructuredOutputsParams(regex=regex))
-            for i in range(len(prompts))
-        ]
-        out = []
-        for o in self._run(prompts, params):
-            c = o.outputs[0]
-            text = c.text
-            if full.fullmatch(text) is None:  # truncated before the regex completed
-                out.append(JudgeOutput(raw=text, expected=math.nan, sampled=math.nan))
-                continue
-            last = _last_content_index(c.token_ids, self.tokenizer)
-            probs: dict[float, float] = {}
-            for lp in (c.logprobs[last] if c.logprobs and last is not None else {}).values():
-                token = lp.decoded_token or ""
-                if token and token[-1] in wanted and math.isfinite(lp.logprob):
-                    probs[float(token[-1])] = probs.get(float(token[-1]), 0.0) + math.exp(lp.logprob)
-            mass = sum(probs.values())
-            expected = sum(v * p for v, p in probs.items()) / mass if mass > 0 else float(text[-1])
-            out.append(JudgeOutput(raw=text, expected=expected, sampled=float(text[-1])))
+        def params(i):
+            return SamplingParams(temperature=max(temperature, 0.0), seed=seed + i, max_tokens=max_new_tokens,
+                                  logprobs=self.cfg.logprobs, structured_outputs=StructuredOutputsParams(regex=regex))
+
+        if not prompts:
+            return []
+        self._compile_once(prompts[0], regex)
+        schema = Schema(regex)
+        out: list[JudgeOutput | None] = [None] * len(prompts)
+        missed = [0] * len(prompts)
+        pending = list(range(len(prompts)))
+        for attempt in range(1 + max(0, self.cfg.judge_retries)):
+            again, reasons = [], set()
+            for i, o in zip(pending, self._run([prompts[i] for i in pending], [params(i) for i in pending])):
+                c = o.outputs[0]
+                if schema.off(c.text, c.finish_reason):
+                    missed[i] += 1
+                    again.append(i)
+                    reasons.add("failed" if c.finish_reason == "error" else "off the schema")
+                    out[i] = JudgeOutput(raw=c.text, expected=math.nan, sampled=math.nan, unconstrained=missed[i])
+                else:
+                    out[i] = self._read(c, schema, scores, missed[i])
+            if again:
+                print(f"[selfreward] vLLM: {len(again)} of {len(pending)} judgments ran without their grammar "
+                      f"({', '.join(sorted(reasons))})"
+                      + ("; sending them again" if attempt < self.cfg.judge_retries else "; left unscored"),
+                      flush=True)
+            pending = again
+            if not pending:
+                break
         return out
+
+    def _read(self, c, schema: Schema, scores, unconstrained: int) -> JudgeOutput:
+        """A judgment from a constrained output: NaN where it stopped short of the schema (`max_new_tokens`)."""
+        text = c.text
+        if not schema.whole(text):
+            return JudgeOutput(raw=text, expected=math.nan, sampled=math.nan, unconstrained=unconstrained)
+        wanted = {str(s) for s in scores}
+        last = _last_content_index(c.token_ids, self.tokenizer)
+        probs: dict[float, float] = {}
+        for lp in (c.logprobs[last] if c.logprobs and last is not None else {}).values():
+            token = lp.decoded_token or ""
+            if token and token[-1] in wanted and math.isfinite(lp.logprob):
+                probs[float(token[-1])] = probs.get(float(token[-1]), 0.0) + math.exp(lp.logprob)
+        mass = sum(probs.values())
+        expected = sum(v * p for v, p in probs.items()) / mass if mass > 0 else float(text[-1])
+        return JudgeOutput(raw=text, expected=expected, sampled=float(text[-1]), unconstrained=unconstrained)
+
+    def _compile_once(self, prompt: str, regex: str) -> None:
+        """Have the engine compile `regex` before a batch uses it: vLLM compiles each request's grammar in a thread
+        pool and caches it only once a compile has finished, so a batch sent cold compiles it once per request
+        (on Gemma's 262k-token vocabulary, seconds and hundreds of MB each). One short request first fills the
+        backend's cache; the batch then finds it there."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if regex in self._compiled:
+            return
+        t = time.perf_counter()
+        (o,) = self._run([prompt], [SamplingParams(temperature=0.0, max_tokens=1,
+                                                   structured_outputs=StructuredOutputsParams(regex=regex))])
+        self._compiled.add(regex)
+        seconds = time.perf_counter() - t
+        if o.outputs[0].finish_reason == "error":
+            print(f"[selfreward] vLLM could not compile the judge's grammar ({self.cfg.structured_backend}, "
+                  f"{seconds:.1f}s; the engine's log says why): judgments will run again up to vllm.judge_retries "
+                  "times; a faster backend (vllm.structured_backend=xgrammar) or a longer vllm.grammar_timeout_s "
+                  "may help", flush=True)
+        else:
+            print(f"[selfreward] vLLM compiled the judge's grammar ({self.cfg.structured_backend}) in {seconds:.1f}s",
+                  flush=True)
 
     def score_next(self, prompts, scores, temperature, seed, batch_size=512, desc="judge"):
         """Score-only judgments: one token constrained to the score digits (one decode step after the prefill)."""
@@ -155,6 +214,28 @@ class VLLMBackend:
         """(mean token log-prob, mean entropy) per completion, teacher-forced by `scorer` (sampled completions carry
         theirs from the sampling pass; there the entropy is over the top `vllm.logprobs` tokens: a lower bound)."""
         return self.scorer.logprob(prompts, completions, batch_size=batch_size, desc=desc)
+
+
+class Schema:
+    """The judge's output schema as a regex: whether an output completes it, and whether it is off it (not even a
+    beginning of a match: the request ran without its grammar)."""
+
+    def __init__(self, regex: str):
+        self.full = re.compile(regex)
+        try:
+            self.prefix = partial_regex.compile(regex)
+        except partial_regex.error:  # a construct only `re` reads: judge the output by the whole match alone
+            self.prefix = None
+
+    def whole(self, text: str) -> bool:
+        return self.full.fullmatch(text) is not None
+
+    def off(self, text: str, finish_reason: str | None) -> bool:
+        if finish_reason == "error":  # vLLM failed the request (its grammar did not compile in time)
+            return True
+        if self.whole(text) or self.prefix is None:
+            return False
+        return self.prefix.fullmatch(text, partial=True) is None
 
 
 def _token_stats(completion) -> tuple[float, float]:

@@ -16,6 +16,7 @@ RULES = [
     ("likelihood", "train/logps_chosen_change_per_token", "min", "chosen_logp_change"),
     ("judge", "judge/auc_within", "min", "judge_auc_within_min"),
     ("judge", "judge/pref_accuracy", "min", "judge_pref_accuracy_min"),
+    ("grammar", "judge/unconstrained", "max", "unconstrained"),
 ]
 # the figures that measure the judge: against the verifier, against labelled preferences
 JUDGE_FIGURES = ("judge/auc_within", "judge/pref_accuracy")

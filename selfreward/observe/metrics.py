@@ -86,7 +86,8 @@ def mean(values) -> float:
 
 
 def judge_report(candidates: list, judgments: list[Judgment], accept: float, prefix: str = "judge/") -> dict:
-    """Judge figures for judged candidates: parse failures, saturation, and (with a verifier) agreement and AUCs."""
+    """Judge figures for judged candidates: parse failures, decodings that ran without the judge's grammar (vLLM,
+    after retries: should be 0), saturation, and (with a verifier) agreement and AUCs."""
     score = {j.key: j.score for j in judgments}
     fails = sum(j.parse_fail for j in judgments)
     tries = sum(j.parse_fail + (0 if math.isnan(j.score) else 1) for j in judgments)
@@ -94,6 +95,7 @@ def judge_report(candidates: list, judgments: list[Judgment], accept: float, pre
     saturated = [len({round(s, 6) for s in v}) == 1 for v in by if len(v) > 1 and not any(map(math.isnan, v))]
     out = {
         f"{prefix}parse_fail_rate": fails / tries if tries else 0.0,
+        f"{prefix}unconstrained": sum(j.unconstrained or 0 for j in judgments),
         f"{prefix}mean_score": mean(score.values()),
         f"{prefix}saturation": sum(saturated) / len(saturated) if saturated else math.nan,
     }

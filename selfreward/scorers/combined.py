@@ -65,7 +65,8 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFo
             value = math.nan if ok is None else s.score if s else float(min(cfg.scores) - 1)
             out.append(Judgment.of(c, value, raw={"verifier": raw, "self": s and s.raw},
                                    judge_prompt=s and s.judge_prompt,
-                                   parse_fail=int(ok is None) + (s.parse_fail if s else 0)))
+                                   parse_fail=int(ok is None) + (s.parse_fail if s else 0),
+                                   unconstrained=s and s.unconstrained))
         return out
     weights = {k: float(w) for k, w in cfg.combined.weights.items() if w}
     parts: dict[str, list[Judgment]] = {}
@@ -78,7 +79,8 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFo
     return [Judgment.of(c, sum(w * parts[k][i].score for k, w in weights.items()),  # NaN in any part stays NaN
                         raw={k: js[i].score for k, js in parts.items()},
                         judge_prompt=parts["self"][i].judge_prompt if "self" in parts else None,
-                        parse_fail=sum(js[i].parse_fail for js in parts.values()))
+                        parse_fail=sum(js[i].parse_fail for js in parts.values()),
+                        unconstrained=parts["self"][i].unconstrained if "self" in parts else None)
             for i, c in enumerate(candidates)]
 
 

@@ -72,7 +72,10 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFo
     wins, played, disagree = defaultdict(int), defaultdict(int), defaultdict(int)
     raw: dict[int, list] = defaultdict(list)
     first_prompt: dict[int, str] = {}
+    unconstrained: dict[int, int] = defaultdict(int)
     for m, (a, b) in enumerate(pairs):
+        for i in (a, b):
+            unconstrained[i] += outs[2 * m].unconstrained + outs[2 * m + 1].unconstrained
         ab, ba = outs[2 * m].sampled, outs[2 * m + 1].sampled  # 1 = the response shown first is better
         raw[a].append([candidates[b].cand_idx, ab, ba])
         raw[b].append([candidates[a].cand_idx, ba, ab])
@@ -96,7 +99,8 @@ def score(backend, candidates: list[Candidate], cfg, seed: int, *, fmt: PromptFo
             value = float(hi)
         out.append(Judgment.of(c, value, raw=raw[i], judge_prompt=first_prompt.get(i),
                                parse_fail=int(math.isnan(value)),
-                               comparisons=played[i], disagree=disagree[i]))
+                               comparisons=played[i], disagree=disagree[i],
+                               unconstrained=unconstrained[i] or None))
     return out
 
 

@@ -78,7 +78,8 @@ def judge_with(backend, candidates: list[Candidate], r: RubricSettings, scores: 
         good = [v for v in values if not math.isnan(v)]
         out.append(Judgment.of(c, sum(good) / len(good) if good else math.nan,
                                raw=outs[0].raw if r.n == 1 else [o.raw for o in outs],
-                               judge_prompt=judge_prompts[i], parse_fail=len(values) - len(good)))
+                               judge_prompt=judge_prompts[i], parse_fail=len(values) - len(good),
+                               unconstrained=sum(o.unconstrained for o in outs) or None))
     return out
 
 

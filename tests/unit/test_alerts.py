@@ -47,3 +47,12 @@ def test_preference_accuracy_alone_measures_the_judge_and_passes_or_fails_it():
     assert preflight(row, check(row, unchecked), unchecked)["judge"] == "not checked (no threshold set)"
     both = {"iteration": 0, "judge/auc_within": 0.9, "judge/pref_accuracy": 0.55}  # either failing fails it
     assert preflight(both, check(both, cfg), cfg)["judge"] == "failed"
+
+
+def test_judgments_that_ran_without_their_grammar_raise_their_own_alert():
+    row = {"iteration": 1, "judge/auc_within": 0.9, "judge/unconstrained": 3}
+    assert [(a["kind"], a["value"]) for a in check(row, AlertsConfig())] == [("grammar", 3)]
+    assert check({**row, "judge/unconstrained": 0}, AlertsConfig()) == []
+    assert check(row, AlertsConfig(unconstrained=5)) == []  # a user may tolerate a few
+    assert not stops_before_training(check({**row, "iteration": 0}, AlertsConfig(early_stop=True)),
+                                     AlertsConfig(early_stop=True))  # an engine problem, not the judge's ranking

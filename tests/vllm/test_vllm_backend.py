@@ -99,3 +99,38 @@ def test_score_only_judging_on_vllm_matches_transformers(cache_dir, tiny_model):
     ref = rubric.score(HFBackend(model, tok, progress=False), cands, jcfg, seed=0)
     assert all(j.parse_fail == 0 and 1.0 <= j.score <= 5.0 for j in ours)
     assert [j.score for j in ours] == pytest.approx([j.score for j in ref], abs=0.05)
+
+
+def test_judgments_that_ran_without_their_grammar_are_sent_again_and_counted(monkeypatch, cache_dir, tiny_model):
+    """vLLM fails a request whose grammar does not compile in time (VLLM_REGEX_COMPILATION_TIMEOUT_S). Such
+    judgments are sent again (vllm.judge_retries), counted (`unconstrained`), left unscored, and the rubric scorer
+    carries the count to the judgment; a regex that compiles on the same engine is judged as usual."""
+    from selfreward.backends.hf import HFBackend
+    from selfreward.backends.vllm import VLLMBackend, engine
+    from selfreward.config import VLLMConfig
+    from selfreward.m0.builtin import ensure
+    from selfreward.m0.recipe import BuiltinRecipe
+    from selfreward.observe.metrics import judge_report
+    from selfreward.scorers import rubric
+    from tests.conftest import cand
+
+    # outlines builds this regex's index over 2^20 states: seconds on any of our CPUs, against a 1 s limit
+    monkeypatch.setenv("VLLM_REGEX_COMPILATION_TIMEOUT_S", "1")
+    model, tok = tiny_model
+    vcfg = VLLMConfig(structured_backend="outlines", judge_retries=1)
+    llm = engine(str(ensure(BuiltinRecipe(), progress=False)), vcfg, lora_rank=8, seed=0, max_model_len=96)
+    cands = [cand(str(i), 0, t, prompt=f"{i + 2}x+3={2 * (i + 2) + 3}") for i, t in enumerate(["x=2", "x=9"])]
+    slow = rubric.Config(rubric=rubric.RubricSettings(reasoning_regex="[01]*1[01]{20}", score_prefix=":"))
+    fast = rubric.Config(rubric=rubric.RubricSettings(reasoning_regex="[0-9]{1,2}", score_prefix=":"))
+    try:
+        backend = VLLMBackend(llm, tok, vcfg, scorer=HFBackend(model, tok, progress=False), progress=False)
+        failed = rubric.score(backend, cands, slow, seed=0)
+        judged = rubric.score(backend, cands, fast, seed=0)
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+    assert [j.unconstrained for j in failed] == [2, 2]  # the first try and one retry
+    assert all(math.isnan(j.score) and j.parse_fail == 1 for j in failed)
+    assert judge_report(cands, failed, 3.0)["judge/unconstrained"] == 4
+    assert all(j.unconstrained is None and 1.0 <= j.score <= 5.0 for j in judged)
+    assert judge_report(cands, judged, 3.0)["judge/unconstrained"] == 0
+    assert "unconstrained" not in judged[0].to_row()
