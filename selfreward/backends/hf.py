@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteriaList
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 from selfreward.backends import JudgeOutput, precision
 from selfreward.backends.processors import (
@@ -162,10 +162,34 @@ class GrowingKVLayer(DynamicLayer):
         return self.keys, self.values
 
 
-def growing_cache(model, reserve: int) -> DynamicCache:
-    """A DynamicCache for `model` whose full-attention layers are `GrowingKVLayer`s (sliding ones stay as they are)."""
+class GrowingSlidingKVLayer(GrowingKVLayer):
+    """A sliding-window layer for a generation that stays inside its window: every cached token is then in view, as
+    in a full-attention layer, so it too writes into a buffer. `DynamicSlidingWindowLayer` concatenates the whole cache
+    at every token: 12% of Gemma 3's judge stage, whose layers are 15 of 18 sliding (window 512, judge rows ~230
+    tokens). The masks read its sizes as they read the sliding layer's before the window fills."""
+
+    is_sliding = True
+
+    def __init__(self, reserve: int, sliding_window: int):
+        super().__init__(reserve)
+        self.sliding_window = sliding_window
+
+
+def growing_cache(model, reserve: int, length: int | None = None) -> DynamicCache:
+    """A DynamicCache for `model` whose full-attention layers are `GrowingKVLayer`s, and whose sliding-window layers
+    are too where the prompt's `length` plus `reserve` new tokens stay inside the window (else they stay as they
+    are)."""
     cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingKVLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+
+    def growing(layer):
+        if type(layer) is DynamicLayer:
+            return GrowingKVLayer(reserve)
+        if type(layer) is DynamicSlidingWindowLayer and length is not None \
+                and length + reserve < layer.sliding_window:
+            return GrowingSlidingKVLayer(reserve, layer.sliding_window)
+        return layer
+
+    cache.layers = [growing(layer) for layer in cache.layers]
     return cache
 
 
@@ -231,7 +255,7 @@ class HFBackend:
             enc = self._encode([prompts[i] for i in idx])
             stats = TokenStats()
             processors = [stats] + self.sampler(temperature, top_p, top_k)
-            cache = growing_cache(self.model, max_new_tokens + 1)
+            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1])
             if n > 1:  # one prefill per prompt, its cache shared by the n samples
                 if enc["input_ids"].shape[1] > 1:
                     enc = self._prefill(enc, cache)
@@ -349,7 +373,7 @@ class HFBackend:
             enc = self._encode([prompts[i] for i in idx])
             reader = ScoreReader(ids)
             processors = [self._processor(regex), reader] + self.sampler(temperature, 1.0, 0)
-            cache = growing_cache(self.model, max_new_tokens + 1)
+            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1])
             if enc["input_ids"].shape[1] > 1:
                 enc = self._prefill(enc, cache)  # the rubric every row shares runs once
             seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors, **kw)

@@ -18,6 +18,9 @@ class BatchedRegexProcessor:
     judge stage's time on the built-in model (profile in docs/benchmark.md).
     """
 
+    # per byte value, which of its 8 bits are clear: the tokens a bitmask byte forbids
+    FORBIDDEN = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1) == 0
+
     def __init__(self, index):
         self.index, self.guides, self.bits = index, None, None
 
@@ -29,7 +32,7 @@ class BatchedRegexProcessor:
         if self.guides is None:  # first step: the prompt only
             self.guides = [Guide(self.index) for _ in range(rows)]
             self.bits = torch.empty((rows, (vocab + 31) // 32), dtype=torch.int32)
-            self.shifts = torch.arange(32, dtype=torch.int32, device=scores.device)
+            self.forbidden = self.FORBIDDEN.to(scores.device)
         else:
             for guide, token in zip(self.guides, input_ids[:, -1].tolist()):
                 # a finished guide only stays put on EOS/padding (as Outlines' processor does)
@@ -37,9 +40,10 @@ class BatchedRegexProcessor:
                     guide.advance(token_id=token, return_tokens=False)
         for i, guide in enumerate(self.guides):
             fill_next_token_bitmask(guide, self.bits[i : i + 1])
-        words = self.bits.to(scores.device, non_blocking=True)
-        allowed = ((words.unsqueeze(-1) >> self.shifts) & 1).bool().view(rows, -1)[:, :vocab]
-        return scores.masked_fill(~allowed, -math.inf)
+        # token t is bit t % 32 of word t // 32: byte (t % 32) // 8 of that word, little-endian, bit t % 8
+        octets = self.bits.view(torch.uint8).to(scores.device, non_blocking=True).int()
+        forbidden = self.forbidden[octets].view(rows, -1)[:, :vocab]
+        return scores.masked_fill_(forbidden, -math.inf)  # generate hands each step's logits as a fresh copy
 
 
 # rows of a (rows x vocabulary) logits tensor processed at a time: 8 rows of Gemma's 262,144 logits (8 MiB in fp32)

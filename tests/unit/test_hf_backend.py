@@ -101,6 +101,41 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     assert layer.buffer[0].shape[-2] >= layer.keys.shape[-2]
 
 
+@pytest.mark.parametrize("window", [40, 12])
+def test_growing_cache_on_sliding_window_layers_decodes_what_the_dynamic_cache_decodes(tiny_model, window):
+    """A Gemma 3 model (sliding-window and full-attention layers, random weights): where the prompt and the new tokens
+    fit the window, its sliding layers write into a buffer too, with the same tokens and logits as transformers' own
+    cache; where they do not, they stay transformers' sliding layers (which then drop what leaves the window)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    from selfreward.backends.hf import GrowingKVLayer, GrowingSlidingKVLayer, cache_kwarg, growing_cache
+
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=window,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                              bos_token_id=tok.bos_token_id)
+    model = Gemma3ForCausalLM(config).eval()
+    backend = HFBackend(model, tok, progress=False)
+    enc = backend._encode([chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1"]])
+    width, new = enc["input_ids"].shape[1], 12
+    kw = dict(backend._gen_kwargs(new), min_new_tokens=new, output_scores=True, return_dict_in_generate=True)
+    with torch.inference_mode():
+        plain = model.generate(**enc, **kw)
+        cache = growing_cache(model, new + 1, width)
+        ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
+    assert torch.equal(ours.sequences, plain.sequences)
+    for a, b in zip(ours.scores, plain.scores):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    fits = width + new + 1 < window
+    assert type(cache.layers[0]) is (GrowingSlidingKVLayer if fits else DynamicSlidingWindowLayer)
+    assert type(cache.layers[2]) is GrowingKVLayer and cache.is_sliding == [True, True, False]
+    assert fits == (window == 40)  # both paths are exercised
+
+
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 0.95, 0), (0.7, 0.9, 0), (1.0, 0.95, 40),
                                                        (1.0, 0.5, 2000), (1.0, 1.0, 0), (0.8, 1.0, 5)])
 def test_nucleus_sampler_keeps_what_transformers_warpers_keep(temperature, top_p, top_k):
