@@ -193,13 +193,18 @@ def growing_cache(model, reserve: int, length: int | None = None) -> DynamicCach
     return cache
 
 
+# Outlines' token index of a judge regex, per (tokenizer, regex), shared by every backend of the process: on Gemma 3's
+# 262,144 tokens one takes ~12 s to build (the vocabulary, then the regex), and a run makes several backends (the
+# loop's, M0's reference, a benchmark's); the index depends on the vocabulary alone, not on the weights
+REGEX_INDEXES: dict[tuple, object] = {}
+
+
 class HFBackend:
     """transformers generate, batched with left padding; Outlines constrains the judge."""
 
     def __init__(self, model, tokenizer, progress: bool = True):
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
         self._outlines = None
-        self._processors: dict[str, object] = {}
         self._score_map: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -303,15 +308,17 @@ class HFBackend:
         return {"input_ids": ids, "attention_mask": mask}
 
     def _processor(self, regex: str) -> BatchedRegexProcessor:
-        """A logits processor for `regex` over the whole batch (Outlines builds the regex's token index once)."""
+        """A logits processor for `regex` over the whole batch, on the regex's token index as Outlines builds it, once
+        per process for a vocabulary (`REGEX_INDEXES`)."""
         import outlines
         from outlines.backends import get_regex_logits_processor
 
         if self._outlines is None:
             self._outlines = outlines.from_transformers(self.model, self.tokenizer)
-        if regex not in self._processors:
-            self._processors[regex] = get_regex_logits_processor(None, self._outlines, regex).index
-        return BatchedRegexProcessor(self._processors[regex])
+        key = (getattr(self.tokenizer, "name_or_path", ""), len(self.tokenizer), self.tokenizer.eos_token_id, regex)
+        if key not in REGEX_INDEXES:
+            REGEX_INDEXES[key] = get_regex_logits_processor(None, self._outlines, regex).index
+        return BatchedRegexProcessor(REGEX_INDEXES[key])
 
     def _score_values(self, scores: list[int], vocab_size: int, exact: bool = False) -> torch.Tensor:
         """Per token id: the score digit the token ends with (or, `exact`, that it is), NaN if none."""
