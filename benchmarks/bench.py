@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_module
 
 from selfreward import scorers
 from selfreward.backends import precision
-from selfreward.backends.hf import HFBackend, pick_device
+from selfreward.backends.hf import SHARED_PREFIX_MIN, HFBackend, pick_device
 from selfreward.backends.load import load_policy, servable
 from selfreward.backends.precision import matmul_rate as matmul_peak
 from selfreward.backends.precision import sync, weights_dtype
@@ -83,6 +83,19 @@ def n_tokens(tok, texts) -> int:
     return sum(len(ids) for ids in tok(list(texts), add_special_tokens=False).input_ids)
 
 
+def prefill_tokens(tok, texts, batch_size: int) -> int:
+    """The prompt tokens a prefill needs: each prompt's, less the prefix all of them start with (a judge rubric,
+    few-shot examples) counted once per batch rather than once per prompt, where the backend computes it once per
+    batch (from SHARED_PREFIX_MIN tokens on)."""
+    ids = tok(list(texts), add_special_tokens=False).input_ids
+    shared = 0
+    while ids and all(len(x) > shared for x in ids) and len({x[shared] for x in ids}) == 1:
+        shared += 1
+    shared = shared if shared >= SHARED_PREFIX_MIN else 0
+    batches = math.ceil(len(ids) / max(1, batch_size))
+    return sum(len(x) for x in ids) - (len(ids) - batches) * shared
+
+
 def config(*overrides: str):
     """The default run's config as `python -m selfreward` composes it, with Hydra `key=value` overrides; checked by
     the schema, kept as the composed DictConfig the loop itself runs on."""
@@ -131,11 +144,12 @@ def ours(model, tok, prompts, eval_prompts, k: int, train_steps: int, peak_dtype
 
     cands, ts = stage("sample", lambda: sample(backend, prompts, cfg.sampling, seed=1))
     gen_tokens = sum(len(tok(c.text).input_ids) + 1 for c in cands)
-    # useful work: each prompt's prefill once, plus every generated token
-    prompt_tokens = n_tokens(tok, [chat(tok, p.prompt, PromptFormat(few_shot=cfg.sampling.few_shot)) for p in prompts])
+    # useful work: each prompt's prefill once (a prefix every prompt shares: once per batch), plus every generated token
+    prompt_tokens = prefill_tokens(tok, [chat(tok, p.prompt, PromptFormat(few_shot=cfg.sampling.few_shot))
+                                         for p in prompts], max(1, cfg.sampling.batch_size // k))
     judgments, tj = stage("judge", lambda: scorers.score(backend, cands, cfg.judge, 1))
     judge_tokens = sum(len(tok(str(j.raw)).input_ids) + 1 for j in judgments)
-    judge_prompt_tokens = n_tokens(tok, [chat(tok, j.judge_prompt) for j in judgments])
+    judge_prompt_tokens = prefill_tokens(tok, [chat(tok, j.judge_prompt) for j in judgments], cfg.judge.batch_size)
     rows = winners((c.prompt, c.text) for c in cands[: max(1, len(cands) // k)])
     # a copy: LoRA wraps the model in place, and the naive run must start from the same weights
     (_, st), tt = stage("train", lambda: train(copy.deepcopy(model), tok, rows, [], cfg, 0, "sft", progress=False))
