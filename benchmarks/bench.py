@@ -385,9 +385,11 @@ def main() -> None:
     peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
     dtype = precision.resolve(args.dtype, device)  # as `backends.hf.load` picks
     peak = peak16 if dtype == torch.bfloat16 else peak32
+    cpu = precision.cpu_name()
+    print(f"CPU {cpu}")
     print(f"device {device}: matmul peak fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
           f"(models in {str(dtype).removeprefix('torch.')}; {'bf16' if peak is peak16 else 'fp32'} is the reference)")
-    table, figures = [], {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+    table, figures = [], {"cpu": cpu, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
                           "mfu_reference": "bf16" if peak is peak16 else "fp32",
                           "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1)}
     if args.model in ("all", "tiny"):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,18 +23,12 @@ from functools import partial
 
 from hydra import compose, initialize_config_module
 
+from selfreward.backends.precision import cpu_name
 from selfreward.config import check, register
 from selfreward.m0 import resolve
 from selfreward.scorers.rubric import schema_regex
 
 CONCURRENT = 8
-
-
-def cpu() -> str:
-    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
-    return f"{name} ({', '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in flags)})"
 
 
 def timed(fn):
@@ -128,8 +121,8 @@ def main() -> None:
 
     kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(resolve(cfg), **kw)
-    print(f"{cpu()}; vocabulary {len(tokenizer)} tokens; regex {regex!r}", flush=True)
-    figures = {"cpu": cpu(), "vocabulary": len(tokenizer), "regex": regex}
+    print(f"{cpu_name()}; vocabulary {len(tokenizer)} tokens; regex {regex!r}", flush=True)
+    figures = {"cpu": cpu_name(), "vocabulary": len(tokenizer), "regex": regex}
     for name, make in compilers(tokenizer, len(tokenizer)).items():
         try:
             compile_, setup = timed(make)

@@ -21,7 +21,7 @@ from selfreward import scorers
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
-from selfreward.m0.builtin import build_model, build_tokenizer, ensure
+from selfreward.m0.builtin import build_model, build_tokenizer, ensure, replay_rows
 from selfreward.m0.recipe import BuiltinRecipe
 from selfreward.records import Prompt, Selection
 from selfreward.sample import sample
@@ -60,10 +60,10 @@ def main() -> None:
     stages = {
         "sample": lambda: state.update(cands=sample(backend, prompts, cfg.sampling, seed=1)),
         "judge": lambda: scorers.score(backend, state["cands"], cfg.judge, 1),
-        # the loop's train stage: it builds the replay mix itself (train.replay_fraction of the seed's judge rows)
+        # the loop's train stage, with the replay rows the loop hands it (train.replay_fraction of M0's judge rows)
         "train": lambda: train(copy.deepcopy(model), tok, [Selection(c.prompt, c.text, c.prompt_id, c.cand_idx,
                                                                      math.nan, c.correct) for c in state["cands"]],
-                               [], cfg, 0, "sft", progress=False),
+                               [], cfg, 0, "sft", replay=replay_rows(cfg), progress=False),
         "eval": lambda: evaluate(backend, eval_prompts, cfg),
     }
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import statistics
 import time
 
@@ -78,6 +79,19 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it, with the flags that decide its matmul speed: what a reported
+    figure is measured on."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    return f"{name} ({', '.join(shown) or 'no x86 vector flags'}; torch {torch.backends.cpu.get_cpu_capability()})"
 
 
 def native_bf16(flags: set[str]) -> bool | None:
