@@ -1,6 +1,7 @@
 """Profile one iteration's stages on the built-in seed (or the bench's 10M config): where the time goes.
 
-    python benchmarks/profile_stages.py [--device cpu|cuda] [--model seed|10m] [--prompts 128]
+    python benchmarks/profile_stages.py [--device cpu|cuda] [--dtype auto|float32|bfloat16] [--model seed|10m]
+        [--prompts 128] [--stages sample,judge,train,eval]
 
 Runs sampling, judging, LoRA-SFT (20 steps with the loop's replay mix) and evaluation once to warm up, then again
 under torch.profiler, and prints each stage's wall time and its top operators by self time.
@@ -18,6 +19,7 @@ from hydra import compose, initialize_config_module
 from torch.profiler import ProfilerActivity, profile
 
 from selfreward import scorers
+from selfreward.backends import precision
 from selfreward.backends.hf import HFBackend, pick_device
 from selfreward.config import check, register
 from selfreward.evaluate import evaluate
@@ -37,9 +39,11 @@ def main() -> None:
     ap.add_argument("--model", default="seed", choices=["seed", "10m"])
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--rows", type=int, default=12, help="operators listed per stage")
+    ap.add_argument("--dtype", default="auto", help="auto (as model.dtype=auto picks) | float32 | bfloat16")
+    ap.add_argument("--stages", default="sample,judge,train,eval", help="stages to profile (sampling always runs)")
     args = ap.parse_args()
     device = pick_device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = precision.resolve(args.dtype, device)
     tok = build_tokenizer()
     from transformers import AutoModelForCausalLM
 
@@ -68,7 +72,12 @@ def main() -> None:
     }
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    wanted = set(args.stages.split(","))
     for name, fn in stages.items():
+        if name not in wanted:
+            if name == "sample":
+                fn()  # the other stages take its candidates
+            continue
         fn()  # warm-up (the judge's constraint index, allocator, first-call caches)
         with profile(activities=activities) as prof:
             t = time.perf_counter()
@@ -76,7 +85,8 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             wall = time.perf_counter() - t
-        print(f"\n=== {name}: {wall:.2f} s wall on {device} ({args.model}, {args.prompts} prompts)")
+        print(f"\n=== {name}: {wall:.2f} s wall on {device} ({args.model}, {str(dtype).removeprefix('torch.')}, "
+              f"{args.prompts} prompts)")
         print(prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))
 
 

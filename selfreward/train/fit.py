@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from selfreward.backends.precision import autocast_dtype
+from selfreward.backends.precision import autocast_dtype, training_attention
 
 # one more forward/backward costs about this many padded tokens' worth of compute (measured on the built-in
 # seed on 2 CPU cores: ~4 ms of per-call overhead); it decides where length_buckets cuts
@@ -121,14 +121,17 @@ def fit(
         spare = collate([min(rows, key=lambda e: e.length)], pad_id, device) if len(mine) < calls else None
         total, finite = 0.0, True
         for i in range(calls):
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                # over weight / world: DDP and FSDP average the ranks' gradients, so they add up to the step's mean
-                value = loss(model, mine[i] if i < len(mine) else spare, weight / world)
-            if i >= len(mine):  # fewer micro-batches than another rank: join its backward's collectives, adding 0
-                value = value * 0.0
-            # no break on a non-finite loss: the other ranks are still running their backwards
-            finite = finite and bool(torch.isfinite(value))
-            accelerator.backward(value) if accelerator is not None else value.backward()
+            batch = mine[i] if i < len(mine) else spare
+            # the kernel stays chosen through the backward, where gradient checkpointing recomputes the forward
+            with training_attention(device.type, amp, batch["input_ids"].shape[-1]):
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    # over weight / world: DDP and FSDP average the ranks' gradients, so they add up to the step's mean
+                    value = loss(model, batch, weight / world)
+                if i >= len(mine):  # fewer micro-batches than another rank: join its backward's collectives, adding 0
+                    value = value * 0.0
+                # no break on a non-finite loss: the other ranks are still running their backwards
+                finite = finite and bool(torch.isfinite(value))
+                accelerator.backward(value) if accelerator is not None else value.backward()
             total += value.item()
         if accelerator is not None:
             # every rank skips together; each rank's total is over weight / world: the step's loss is their sum / world

@@ -17,6 +17,7 @@ from selfreward.prompting import chat
 from selfreward.records import Selection
 from selfreward.scorers import rubric
 from selfreward.scorers.rubric import schema_regex
+from selfreward.train.sft import collate, encode, loss
 from selfreward.train.stage import train
 from tests.conftest import cand, compose_config
 
@@ -113,6 +114,46 @@ def test_bf16_weights_train_with_fp32_adapters_and_autocast(models):
     assert trained.get_input_embeddings().weight.dtype == torch.bfloat16  # the frozen weights stay bf16
     # B starts at zero: nonzero means it trained
     assert any(float(p.detach().abs().sum()) > 0 for n, p in lora.items() if "lora_B" in n)
+
+
+def test_training_attention_kernel_choice():
+    math_kernel = precision.training_attention("cpu", torch.bfloat16, precision.MATH_ATTENTION_UP_TO)
+    assert math_kernel.__class__.__name__ != "nullcontext"
+    for other in [("cpu", torch.bfloat16, precision.MATH_ATTENTION_UP_TO + 1), ("cpu", None, 32),
+                  ("cuda", torch.bfloat16, 32)]:
+        assert precision.training_attention(*other).__class__.__name__ == "nullcontext", other
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_bf16_training_on_cpu_attends_with_the_math_kernel(models, checkpointing):
+    """The flash kernel's bf16 backward is the slow one on a CPU: a bf16 LoRA step runs attention through the math
+    kernel, also where gradient checkpointing recomputes the forward inside the backward."""
+    model, tok = models["bfloat16"]
+    cfg = compose_config(["+experiment=tiny", "train.epochs=0", "train.steps=2", "train.replay_fraction=0.0",
+                          f"train.gradient_checkpointing={checkpointing}"])
+    rows = [Selection(p, f"x={p.split('=')[0][0]}", prompt_id=str(i), cand_idx=0, score=5.0, correct=None)
+            for i, p in enumerate(PROMPTS)]
+    with torch.profiler.profile() as prof:
+        _, stats = train(copy.deepcopy(model), tok, rows, [], cfg, 0, "sft", progress=False)
+    ops = {e.key for e in prof.key_averages()}
+    assert math.isfinite(stats["loss_last"])
+    assert any("attention_math" in op for op in ops), sorted(op for op in ops if "attention" in op)
+    assert not any("flash_attention" in op for op in ops), sorted(op for op in ops if "attention" in op)
+
+
+def test_math_and_flash_attention_give_the_same_gradients_in_bf16(models):
+    model, tok = models["bfloat16"]
+    model = copy.deepcopy(model).train()
+    model.requires_grad_(True)
+    batch = collate([encode(tok, p, f"x={p.split('=')[0][0]}") for p in PROMPTS[:8]], tok.pad_token_id, "cpu")
+    grads = []
+    for kernel in (torch.nn.attention.SDPBackend.FLASH_ATTENTION, torch.nn.attention.SDPBackend.MATH):
+        model.zero_grad()
+        with torch.nn.attention.sdpa_kernel([kernel]):
+            loss(model, batch, 1.0).backward()
+        grads.append(torch.cat([p.grad.float().flatten() for p in model.parameters() if p.grad is not None]))
+    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cos > 0.99 and (grads[0].norm() / grads[1].norm() - 1).abs() < 0.05
 
 
 def test_bf16_samples_judges_and_scores_like_fp32(models):
