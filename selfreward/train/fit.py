@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 from tqdm.auto import tqdm
 
 from selfreward.backends.precision import autocast_dtype, training_attention
@@ -122,8 +123,10 @@ def fit(
         total, finite = 0.0, True
         for i in range(calls):
             batch = mine[i] if i < len(mine) else spare
-            # the kernel stays chosen through the backward, where gradient checkpointing recomputes the forward
-            with training_attention(device.type, amp, batch["input_ids"].shape[-1]):
+            # the kernel stays chosen through the backward, where gradient checkpointing recomputes the forward; under
+            # autocast PEFT's cast of each adapter's input to fp32 is undone by the matmul: a wasted copy per layer
+            with (training_attention(device.type, amp, batch["input_ids"].shape[-1]),
+                  disable_input_dtype_casting(model, active=amp is not None)):
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     # over weight / world: DDP and FSDP average the ranks' gradients, so they add up to the step's mean
                     value = loss(model, batch, weight / world)
