@@ -78,9 +78,10 @@ def test_rows_end_at_stop_strings_with_the_figures_of_the_tokens_kept():
 
 @pytest.mark.parametrize("reserve", [0, 3, 40])
 def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, reserve):
-    """The preallocated cache (no per-token concatenation) gives generate the same logits and tokens as transformers'
-    DynamicCache, whether its reserve is too small (it doubles) or enough; the keys it hands attention are views of
-    one buffer."""
+    """The preallocated cache (no per-token concatenation), read whole by the decode attention, gives generate the
+    same logits and tokens as transformers' DynamicCache and SDPA, whether its reserve is too small (it doubles) or
+    enough; the keys it keeps are views of one buffer."""
+    from selfreward.backends.attention import decoding
     from selfreward.backends.hf import GrowingKVLayer, cache_kwarg, growing_cache
 
     model, tok = tiny_model
@@ -90,7 +91,8 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     with torch.inference_mode():
         plain = model.generate(**enc, **kw)
         cache = growing_cache(model, reserve)
-        ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
+        with decoding(model):
+            ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
     assert torch.equal(ours.sequences, plain.sequences)
     for a, b in zip(ours.scores, plain.scores):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -99,6 +101,7 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     assert layer.keys.shape[-2] == enc["input_ids"].shape[1] + 11  # the last token is never fed back
     assert layer.keys.data_ptr() == layer.buffer[0].data_ptr()
     assert layer.buffer[0].shape[-2] >= layer.keys.shape[-2]
+    assert not layer.buffer[0][:, :, layer.keys.shape[-2] :].any()  # the room attention reads past the keys: zeros
 
 
 @pytest.mark.parametrize("window", [40, 12])
@@ -109,6 +112,7 @@ def test_growing_cache_on_sliding_window_layers_decodes_what_the_dynamic_cache_d
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
+    from selfreward.backends.attention import NAME, decoding
     from selfreward.backends.hf import GrowingKVLayer, GrowingSlidingKVLayer, cache_kwarg, growing_cache
 
     _, tok = tiny_model
@@ -126,7 +130,10 @@ def test_growing_cache_on_sliding_window_layers_decodes_what_the_dynamic_cache_d
     with torch.inference_mode():
         plain = model.generate(**enc, **kw)
         cache = growing_cache(model, new + 1, width)
-        ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
+        with decoding(model):  # 2 query heads share each KV head: packed side by side
+            assert model.config._attn_implementation == NAME
+            ours = model.generate(**enc, **{cache_kwarg(): cache}, **kw)
+        assert model.config._attn_implementation == "sdpa"
     assert torch.equal(ours.sequences, plain.sequences)
     for a, b in zip(ours.scores, plain.scores):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -134,6 +141,35 @@ def test_growing_cache_on_sliding_window_layers_decodes_what_the_dynamic_cache_d
     assert type(cache.layers[0]) is (GrowingSlidingKVLayer if fits else DynamicSlidingWindowLayer)
     assert type(cache.layers[2]) is GrowingKVLayer and cache.is_sliding == [True, True, False]
     assert fits == (window == 40)  # both paths are exercised
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("mask", ["none", "bool", "additive"])
+def test_decode_attention_computes_what_sdpa_computes(dtype, kv_heads, mask):
+    """One query token per row, on a CPU: the matmul path (query heads that share a KV head packed side by side)
+    against transformers' SDPA function on the same inputs, with a padding mask as bool, as additive, or none; in
+    bf16 within bf16's rounding of the fp32 result."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from selfreward.backends.attention import decode_attention
+
+    torch.manual_seed(0)
+    batch, heads, length, dim = 3, 4, 9, 16
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    q = torch.randn(batch, heads, 1, dim)
+    k, v = torch.randn(batch, kv_heads, length, dim), torch.randn(batch, kv_heads, length, dim)
+    keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    keep[0, ..., :4] = False  # a left-padded row
+    attn_mask = {"none": None, "bool": keep,
+                 "additive": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)}[mask]
+    ref, _ = sdpa_attention_forward(module, q, k, v, attn_mask, scaling=0.3)
+    low = attn_mask.to(dtype) if mask == "additive" else attn_mask
+    out, _ = decode_attention(module, q.to(dtype), k.to(dtype), v.to(dtype), low, scaling=0.3)
+    assert out.shape == ref.shape == (batch, 1, heads, dim) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 0.95, 0), (0.7, 0.9, 0), (1.0, 0.95, 40),
