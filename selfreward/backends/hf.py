@@ -14,7 +14,7 @@ from transformers import StoppingCriteriaList
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 from selfreward.backends import JudgeOutput, precision
-from selfreward.backends.attention import decodes
+from selfreward.backends.attention import cache_dtype, decodes
 from selfreward.backends.processors import (
     BatchedRegexProcessor,
     NucleusSampler,
@@ -149,48 +149,31 @@ class GrowingKVLayer(DynamicLayer):
     """A cache layer that writes each step's keys and values into a preallocated buffer instead of concatenating:
     `DynamicLayer` copies the whole cache at every generated token, which was 42-49% of the judge stage on the bench's
     10M config (docs/benchmark.md). `reserve` is the room kept after the first write (generate's `max_new_tokens`);
-    a layer that outgrows it doubles. The cached keys (`keys`, `values`) are views of the buffer.
+    a layer that outgrows it doubles. The cached keys are views of the buffer: for inference (`inference_mode`).
+    `dtype` is the buffer's (default: the keys' as computed; fp32 for a bf16 model on a CPU: `attention.cache_dtype`)."""
 
-    Attention reads the whole buffer, as it reads a static cache: its rows are contiguous, where the written prefix
-    is a strided view that a bf16 matmul copies first (3.1 against 0.4 ms for Gemma 3's judge shapes, AMD EPYC with
-    avx512_bf16). The room not yet written holds zeros, and the masks cover it (`get_mask_sizes`: the buffer's length;
-    a query never attends past its own position). For inference (`inference_mode`)."""
-
-    def __init__(self, reserve: int, **kwargs):
+    def __init__(self, reserve: int, dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.reserve, self.buffer = reserve, None
-
-    def _ours(self) -> bool:
-        """The keys are still views of our buffer (batch_repeat_interleave / batch_select_indices / crop replace or
-        cut them)."""
-        buf = self.buffer
-        return buf is not None and self.get_seq_length() > 0 and self.keys.data_ptr() == buf[0].data_ptr() \
-            and self.keys.stride() == buf[0].stride()
-
-    def capacity(self, m: int) -> int:
-        """The buffer's length once `m` more tokens are written."""
-        n = self.get_seq_length()
-        if not self._ours():
-            return n + m + self.reserve
-        cap = self.buffer[0].shape[-2]
-        return cap if n + m <= cap else 2 * (n + m)
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.capacity(query_length), 0
+        self.reserve, self.buffer, self.cache_dtype = reserve, None, dtype
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n, m = self.get_seq_length(), key_states.shape[-2]
-        cap, buf = self.capacity(m), self.buffer
-        if not self._ours() or cap != buf[0].shape[-2]:
-            buf = tuple(t.new_zeros((*t.shape[:2], cap, t.shape[-1])) for t in (key_states, value_states))
+        buf = self.buffer
+        # still ours: batch_repeat_interleave / batch_select_indices / crop may have replaced or cut the keys
+        ours = buf is not None and n > 0 and self.keys.data_ptr() == buf[0].data_ptr() \
+            and self.keys.stride() == buf[0].stride()
+        if not ours or n + m > buf[0].shape[-2]:
+            cap = 2 * (n + m) if ours else n + m + self.reserve
+            buf = tuple(t.new_empty((*t.shape[:2], cap, t.shape[-1]), dtype=self.cache_dtype or t.dtype)
+                        for t in (key_states, value_states))
             if n:
                 buf[0][:, :, :n], buf[1][:, :, :n] = self.keys, self.values
             self.buffer = buf
         buf[0][:, :, n : n + m], buf[1][:, :, n : n + m] = key_states, value_states
         self.keys, self.values = buf[0][:, :, : n + m], buf[1][:, :, : n + m]
-        return buf
+        return self.keys, self.values
 
 
 class GrowingSlidingKVLayer(GrowingKVLayer):
@@ -201,23 +184,23 @@ class GrowingSlidingKVLayer(GrowingKVLayer):
 
     is_sliding = True
 
-    def __init__(self, reserve: int, sliding_window: int):
-        super().__init__(reserve)
+    def __init__(self, reserve: int, sliding_window: int, dtype: torch.dtype | None = None):
+        super().__init__(reserve, dtype)
         self.sliding_window = sliding_window
 
 
-def growing_cache(model, reserve: int, length: int | None = None) -> DynamicCache:
+def growing_cache(model, reserve: int, length: int | None = None, dtype: torch.dtype | None = None) -> DynamicCache:
     """A DynamicCache for `model` whose full-attention layers are `GrowingKVLayer`s, and whose sliding-window layers
     are too where the prompt's `length` plus `reserve` new tokens stay inside the window (else they stay as they
-    are)."""
+    are). Those layers keep keys and values in `dtype` (default: as the model computes them)."""
     cache = DynamicCache(config=model.config)
 
     def growing(layer):
         if type(layer) is DynamicLayer:
-            return GrowingKVLayer(reserve)
+            return GrowingKVLayer(reserve, dtype)
         if type(layer) is DynamicSlidingWindowLayer and length is not None \
                 and length + reserve < layer.sliding_window:
-            return GrowingSlidingKVLayer(reserve, layer.sliding_window)
+            return GrowingSlidingKVLayer(reserve, layer.sliding_window, dtype)
         return layer
 
     cache.layers = [growing(layer) for layer in cache.layers]
@@ -292,7 +275,7 @@ class HFBackend:
             enc = self._encode([prompts[i] for i in idx])
             stats = TokenStats()
             processors = [stats] + self.sampler(temperature, top_p, top_k)
-            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1])
+            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1], cache_dtype(self.model))
             if n > 1:  # one prefill per prompt, its cache shared by the n samples
                 if enc["input_ids"].shape[1] > 1:
                     enc = self._prefill(enc, cache)
@@ -413,7 +396,7 @@ class HFBackend:
             enc = self._encode([prompts[i] for i in idx])
             reader = ScoreReader(ids)
             processors = [self._processor(regex), reader] + self.sampler(temperature, 1.0, 0)
-            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1])
+            cache = growing_cache(self.model, max_new_tokens + 1, enc["input_ids"].shape[1], cache_dtype(self.model))
             if enc["input_ids"].shape[1] > 1:
                 enc = self._prefill(enc, cache)  # the rubric every row shares runs once
             seqs = self.model.generate(**enc, **{cache_kwarg(): cache}, logits_processor=processors, **kw)

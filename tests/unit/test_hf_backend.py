@@ -30,15 +30,17 @@ def test_shared_prefill_samples_what_plain_generate_samples(tiny_model, temperat
         assert any(len({c.text for c in s}) > 1 for s in ours)  # real sampling: the K differ
 
 
-def test_sampling_pass_log_probs_match_teacher_forcing():
+@pytest.mark.parametrize("equations", [["2x+1=5", "13x+77=272", "7x+20=90"], ["2x+1=5", "3x+1=7", "4x+1=9"]])
+def test_sampling_pass_log_probs_match_teacher_forcing(equations):
     """The log-probs each completion carries, read off generate's own logits, are the teacher-forced ones
-    (completions that end with EOS: the shipped seed's all do), so the sampling stage needs no second pass."""
+    (completions that end with EOS: the shipped seed's all do), so the sampling stage needs no second pass; for a
+    left-padded batch and for one whose prompts are all the same length."""
     from selfreward.backends.hf import load
     from selfreward.m0.builtin import ensure
     from selfreward.m0.recipe import BuiltinRecipe
 
     model, tok = load(str(ensure(BuiltinRecipe())), device="cpu", dtype="float32")
-    prompts = [chat(tok, p) for p in ["2x+1=5", "13x+77=272", "7x+20=90"]]
+    prompts = [chat(tok, p) for p in equations]
     backend = HFBackend(model, tok, progress=False)
     out = backend.generate(prompts, 3, 1.0, 0.95, 0, 40, seed=5)
     flat_in = [p for p, comps in zip(prompts, out) for _ in comps]
@@ -77,16 +79,19 @@ def test_rows_end_at_stop_strings_with_the_figures_of_the_tokens_kept():
 
 
 @pytest.mark.parametrize("reserve", [0, 3, 40])
-def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, reserve):
-    """The preallocated cache (no per-token concatenation), read whole by the decode attention, gives generate the
-    same logits and tokens as transformers' DynamicCache and SDPA, whether its reserve is too small (it doubles) or
-    enough; the keys it keeps are views of one buffer."""
+@pytest.mark.parametrize("prompts", [["2x+1=5", "13x+77=272", "x+0=1"], ["2x+1=5", "3x+1=7", "4x+1=9"]])
+def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, reserve, prompts):
+    """The preallocated cache (no per-token concatenation), through the decode attention, gives generate the same
+    logits and tokens as transformers' DynamicCache and SDPA, whether its reserve is too small (it doubles) or enough,
+    for a batch with left padding and one without (its rows all the same length); the keys it hands attention are
+    views of one buffer."""
     from selfreward.backends.attention import decoding
     from selfreward.backends.hf import GrowingKVLayer, cache_kwarg, growing_cache
 
     model, tok = tiny_model
     backend = HFBackend(model, tok, progress=False)
-    enc = backend._encode([chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1"]])
+    enc = backend._encode([chat(tok, p) for p in prompts])
+    assert bool(enc["attention_mask"].all()) == (prompts[1] == "3x+1=7")  # padded, then not
     kw = dict(backend._gen_kwargs(12), min_new_tokens=12, output_scores=True, return_dict_in_generate=True)
     with torch.inference_mode():
         plain = model.generate(**enc, **kw)
@@ -101,7 +106,6 @@ def test_growing_kv_cache_decodes_what_the_dynamic_cache_decodes(tiny_model, res
     assert layer.keys.shape[-2] == enc["input_ids"].shape[1] + 11  # the last token is never fed back
     assert layer.keys.data_ptr() == layer.buffer[0].data_ptr()
     assert layer.buffer[0].shape[-2] >= layer.keys.shape[-2]
-    assert not layer.buffer[0][:, :, layer.keys.shape[-2] :].any()  # the room attention reads past the keys: zeros
 
 
 @pytest.mark.parametrize("window", [40, 12])
@@ -143,13 +147,14 @@ def test_growing_cache_on_sliding_window_layers_decodes_what_the_dynamic_cache_d
     assert fits == (window == 40)  # both paths are exercised
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype, cache", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
+                                          (torch.bfloat16, torch.bfloat16)])
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
 @pytest.mark.parametrize("mask", ["none", "bool", "additive"])
-def test_decode_attention_computes_what_sdpa_computes(dtype, kv_heads, mask):
+def test_decode_attention_computes_what_sdpa_computes(dtype, cache, kv_heads, mask):
     """One query token per row, on a CPU: the matmul path (query heads that share a KV head packed side by side)
-    against transformers' SDPA function on the same inputs, with a padding mask as bool, as additive, or none; in
-    bf16 within bf16's rounding of the fp32 result."""
+    against transformers' SDPA function on the same inputs, with a padding mask as bool, as additive, or none; a bf16
+    query on an fp32 cache (a bf16 model's generation) within the query's rounding, bf16 throughout within bf16's."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from selfreward.backends.attention import decode_attention
@@ -166,10 +171,33 @@ def test_decode_attention_computes_what_sdpa_computes(dtype, kv_heads, mask):
                  "additive": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)}[mask]
     ref, _ = sdpa_attention_forward(module, q, k, v, attn_mask, scaling=0.3)
     low = attn_mask.to(dtype) if mask == "additive" else attn_mask
-    out, _ = decode_attention(module, q.to(dtype), k.to(dtype), v.to(dtype), low, scaling=0.3)
+    out, _ = decode_attention(module, q.to(dtype), k.to(cache), v.to(cache), low, scaling=0.3)
     assert out.shape == ref.shape == (batch, 1, heads, dim) and out.dtype == dtype
-    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    tol = 1e-5 if dtype == torch.float32 else 5e-3 if cache == torch.float32 else 3e-2
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+
+
+def test_a_bf16_model_decodes_on_an_fp32_cache(tiny_model):
+    """While decoding on a CPU, a bf16 model's cache holds fp32 keys and values (a bf16 matmul would round the
+    scores: the default job's accuracy after one iteration fell from 0.46 to 0.34 with them); an fp32 model's cache
+    stays as it is, and so does any model's outside `decoding`."""
+    import copy
+
+    from selfreward.backends.attention import cache_dtype, decoding
+    from selfreward.backends.hf import cache_kwarg, growing_cache
+
+    model, tok = tiny_model
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    backend = HFBackend(half, tok, progress=False)
+    enc = backend._encode([chat(tok, p) for p in ["2x+1=5", "13x+77=272", "x+0=1"]])
+    assert cache_dtype(half) is None
+    with torch.inference_mode(), decoding(half), decoding(model):
+        assert cache_dtype(half) == torch.float32 and cache_dtype(model) is None
+        cache = growing_cache(half, 9, enc["input_ids"].shape[1], cache_dtype(half))
+        out = half.generate(**enc, **{cache_kwarg(): cache}, **backend._gen_kwargs(8), min_new_tokens=8,
+                            output_logits=True, return_dict_in_generate=True)
+    assert cache.layers[0].buffer[0].dtype == torch.float32 and cache.layers[0].keys.dtype == torch.float32
+    assert torch.isfinite(torch.stack(out.logits)).all()
 
 
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 0.95, 0), (0.7, 0.9, 0), (1.0, 0.95, 40),
