@@ -150,7 +150,7 @@ class GrowingKVLayer(DynamicLayer):
     `DynamicLayer` copies the whole cache at every generated token, which was 42-49% of the judge stage on the bench's
     10M config (docs/benchmark.md). `reserve` is the room kept after the first write (generate's `max_new_tokens`);
     a layer that outgrows it doubles. The cached keys are views of the buffer: for inference (`inference_mode`).
-    `dtype` is the buffer's (default: the keys' as computed; fp32 for a bf16 model on a CPU: `attention.cache_dtype`)."""
+    `dtype` is the buffer's (default: the keys' as computed; a bf16 model's on a CPU: fp32, `attention.cache_dtype`)."""
 
     def __init__(self, reserve: int, dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)

@@ -179,8 +179,7 @@ def test_decode_attention_computes_what_sdpa_computes(dtype, cache, kv_heads, ma
 
 def test_a_bf16_model_decodes_on_an_fp32_cache(tiny_model):
     """While decoding on a CPU, a bf16 model's cache holds fp32 keys and values (a bf16 matmul would round the
-    scores: the default job's accuracy after one iteration fell from 0.46 to 0.34 with them); an fp32 model's cache
-    stays as it is, and so does any model's outside `decoding`."""
+    scores); an fp32 model's cache stays as it is, and so does any model's outside `decoding`."""
     import copy
 
     from selfreward.backends.attention import cache_dtype, decoding
